@@ -28,7 +28,7 @@ def _format_tensor(value: _TensorLike, device: Device | None) -> torch.Tensor:
     """Convert ``value`` to a float tensor with at least one dimension."""
     if torch.is_tensor(value):
         t = value.to(device=device if device is not None else value.device)
-        if not t.is_floating_point():
+        if t.dtype != torch.float32:
             t = t.to(torch.float32)
     else:
         t = torch.tensor(value, dtype=torch.float32, device=device)
@@ -337,7 +337,6 @@ class FoVPerspectiveCameras:
         self.R = R
         self.T = T
         self.degrees = degrees
-        self.device = torch.device(device) if not isinstance(device, torch.device) else device
         self.device = R.device
 
     # -- batch behaviour --------------------------------------------------------------
@@ -370,12 +369,11 @@ class FoVPerspectiveCameras:
         return self._replace(**{f: getattr(self, f)[idx] for f in self._FIELDS})
 
     def to(self, device: Device) -> FoVPerspectiveCameras:
-        """Return the cameras on ``device``."""
-        return FoVPerspectiveCameras(
-            degrees=self.degrees,
-            device=device,
-            **{f: getattr(self, f).to(device) for f in self._FIELDS},
-        )
+        """Move the cameras to ``device`` in place and return them (as PyTorch3D)."""
+        for f in self._FIELDS:
+            setattr(self, f, getattr(self, f).to(device))
+        self.device = self.R.device
+        return self
 
     def cpu(self) -> FoVPerspectiveCameras:
         return self.to("cpu")
@@ -392,14 +390,17 @@ class FoVPerspectiveCameras:
     # -- transforms -------------------------------------------------------------------
     def compute_projection_matrix(
         self,
-        znear: torch.Tensor,
-        zfar: torch.Tensor,
-        fov: torch.Tensor,
-        aspect_ratio: torch.Tensor,
+        znear: _TensorLike,
+        zfar: _TensorLike,
+        fov: _TensorLike,
+        aspect_ratio: _TensorLike,
         degrees: bool,
     ) -> torch.Tensor:
         """The ``(N, 4, 4)`` column-vector projection matrix ``K`` (PyTorch3D layout)."""
         n = self.R.shape[0]
+        znear, zfar, fov, aspect_ratio = (
+            _format_tensor(v, self.device).expand(n) for v in (znear, zfar, fov, aspect_ratio)
+        )
         K = torch.zeros((n, 4, 4), dtype=torch.float32, device=self.device)
         ones = torch.ones((n,), dtype=torch.float32, device=self.device)
         if degrees:
@@ -418,22 +419,33 @@ class FoVPerspectiveCameras:
         K[:, 2, 3] = -(zfar * znear) / (zfar - znear)
         return K
 
-    def get_projection_transform(self) -> Transform3d:
-        """View-to-NDC transform."""
+    def get_projection_transform(self, **kwargs: Any) -> Transform3d:
+        """View-to-NDC transform; ``znear``, ``zfar``, ``fov``, ``aspect_ratio`` and
+        ``degrees`` may be overridden by keyword (as in PyTorch3D)."""
         K = self.compute_projection_matrix(
-            self.znear, self.zfar, self.fov, self.aspect_ratio, self.degrees
+            kwargs.get("znear", self.znear),
+            kwargs.get("zfar", self.zfar),
+            kwargs.get("fov", self.fov),
+            kwargs.get("aspect_ratio", self.aspect_ratio),
+            kwargs.get("degrees", self.degrees),
         )
         return Transform3d(K.transpose(1, 2).contiguous())
 
-    def get_world_to_view_transform(self) -> Transform3d:
-        """World-to-view transform: ``X_view = X_world @ R + T``."""
-        return Transform3d(_world_to_view_matrix(self.R, self.T))
+    def get_world_to_view_transform(self, **kwargs: Any) -> Transform3d:
+        """World-to-view transform ``X_view = X_world @ R + T`` (``R``, ``T`` overridable)."""
+        R = _format_tensor(kwargs.get("R", self.R), self.device)
+        T = _format_tensor(kwargs.get("T", self.T), self.device)
+        return Transform3d(_world_to_view_matrix(R, T))
 
-    def get_full_projection_transform(self) -> Transform3d:
+    def get_full_projection_transform(self, **kwargs: Any) -> Transform3d:
         """World-to-NDC transform."""
-        return self.get_world_to_view_transform().compose(self.get_projection_transform())
+        return self.get_world_to_view_transform(**kwargs).compose(
+            self.get_projection_transform(**kwargs)
+        )
 
-    def transform_points(self, points: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+    def transform_points(
+        self, points: torch.Tensor, eps: float | None = None, **kwargs: Any
+    ) -> torch.Tensor:
         """Project world points to NDC (x, y, and depth mapped to [0, 1] over [znear, zfar]).
 
         Args:
@@ -442,11 +454,13 @@ class FoVPerspectiveCameras:
         Returns:
             ``(N, P, 3)`` NDC points (``(P, 3)`` for a single camera and 2D input).
         """
-        return self.get_full_projection_transform().transform_points(points, eps=eps)
+        return self.get_full_projection_transform(**kwargs).transform_points(points, eps=eps)
 
-    def get_camera_center(self) -> torch.Tensor:
+    def get_camera_center(self, **kwargs: Any) -> torch.Tensor:
         """Camera centres in world coordinates, ``(N, 3)``: ``-T @ R^T``."""
-        return -torch.bmm(self.T[:, None, :], self.R.transpose(1, 2))[:, 0]
+        R = _format_tensor(kwargs.get("R", self.R), self.device)
+        T = _format_tensor(kwargs.get("T", self.T), self.device)
+        return -torch.bmm(T[:, None, :], R.transpose(1, 2))[:, 0]
 
     def unproject_points(
         self,
@@ -468,7 +482,9 @@ class FoVPerspectiveCameras:
         if xy_depth.shape[-1] != 3:
             raise ValueError(f"xy_depth must end in 3 values; got {tuple(xy_depth.shape)}.")
         n = len(self)
-        batch = xy_depth if xy_depth.dim() == 3 else xy_depth.reshape(xy_depth.shape[0], -1, 3)
+        if xy_depth.dim() == 2:  # (P, 3): the same points for every camera
+            xy_depth = xy_depth[None].expand(n, -1, -1)
+        batch = xy_depth.reshape(xy_depth.shape[0], -1, 3)
         if scaled_depth_input:
             xy = batch[..., :2]
             z_ndc = batch[..., 2:]

@@ -96,6 +96,31 @@ def jiggle_within_stratas(bin_centers: torch.Tensor) -> torch.Tensor:
     return lower + (upper - lower) * torch.rand_like(lower)
 
 
+def safe_multinomial(weights: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """``torch.multinomial`` without replacement, falling back to sampling with replacement
+    for rows with fewer than ``num_samples`` non-zero weights (PyTorch3D's behaviour).
+
+    Args:
+        weights: ``(batch, n_pixels)`` non-negative weights.
+
+    Returns:
+        ``(batch, num_samples)`` indices.
+    """
+    try:
+        res = torch.multinomial(weights, num_samples, replacement=False)
+    except RuntimeError:
+        no_repl = (weights > 0.0).sum(dim=-1) >= num_samples
+        res = weights.new_zeros(weights.shape[0], num_samples, dtype=torch.int64)
+        if no_repl.any():
+            res[no_repl] = torch.multinomial(weights[no_repl], num_samples, replacement=False)
+        res[~no_repl] = torch.multinomial(weights[~no_repl], num_samples, replacement=True)
+        return res
+    repl = (weights > 0.0).sum(dim=-1) < num_samples
+    if repl.any():
+        res[repl] = torch.multinomial(weights[repl], num_samples, replacement=True)
+    return res
+
+
 def xy_to_ray_bundle(
     cameras: FoVPerspectiveCameras,
     xy_grid: torch.Tensor,
@@ -135,7 +160,8 @@ def xy_to_ray_bundle(
         lengths = jiggle_within_stratas(lengths)
     directions_view = cameras.get_ray_directions_view(xy)
     directions = directions_view @ cameras.R.transpose(1, 2).to(xy.dtype)
-    origins = cameras.get_camera_center().to(xy.dtype)[:, None, :].expand(batch_size, n_rays, 3)
+    # A real (not expanded) tensor, so that ``origins.view(-1, 3)`` works as in PyTorch3D.
+    origins = cameras.get_camera_center().to(xy.dtype)[:, None, :].repeat(1, n_rays, 1)
     if unit_directions:
         directions = torch.nn.functional.normalize(directions, dim=-1)
     return RayBundle(
@@ -247,7 +273,11 @@ class NDCMultinomialRaysampler(torch.nn.Module):
         if num_rays is not None:
             if mask is None:
                 mask = xy_grid.new_ones(xy_grid.shape[:-1])
-            rays_idx = torch.multinomial(mask.reshape(batch_size, -1).float(), num_rays)
+            elif mask.shape != xy_grid.shape[:-1]:
+                raise ValueError(
+                    f"mask must have shape {tuple(xy_grid.shape[:-1])}; got {tuple(mask.shape)}."
+                )
+            rays_idx = safe_multinomial(mask.reshape(batch_size, -1).float(), num_rays)
             rays_idx = rays_idx[..., None].expand(-1, -1, 2)
             xy_grid = torch.gather(xy_grid.reshape(batch_size, -1, 2), 1, rays_idx)[:, :, None]
         min_d = self._min_depth if min_depth is None else min_depth

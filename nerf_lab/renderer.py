@@ -82,6 +82,7 @@ def render_ray_bundle(
     volumetric_function: VolumetricFunction,
     raymarcher: Callable[..., torch.Tensor],
     chunk_size: int | None = None,
+    cameras: FoVPerspectiveCameras | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     """Evaluate the field on the rays and raymarch them, ``chunk_size`` rays at a time.
@@ -91,12 +92,13 @@ def render_ray_bundle(
     Args:
         ray_bundle: rays with leading shape ``(*rays_shape)``.
         chunk_size: rays per evaluation; ``None`` evaluates all rays at once.
+        cameras: passed to ``volumetric_function`` (not to the raymarcher, as PyTorch3D).
 
     Returns:
         ``(*rays_shape, C_out)``: the raymarcher's output for every ray.
     """
     if chunk_size is None:
-        densities, features = volumetric_function(ray_bundle=ray_bundle, **kwargs)
+        densities, features = volumetric_function(ray_bundle=ray_bundle, cameras=cameras, **kwargs)
         return raymarcher(
             rays_densities=densities, rays_features=features, ray_bundle=ray_bundle, **kwargs
         )
@@ -108,7 +110,7 @@ def render_ray_bundle(
     chunks = []
     for i in range(0, n_rays, chunk_size):
         sub = slice_ray_bundle(flat, i, i + chunk_size)
-        densities, features = volumetric_function(ray_bundle=sub, **kwargs)
+        densities, features = volumetric_function(ray_bundle=sub, cameras=cameras, **kwargs)
         chunks.append(
             raymarcher(rays_densities=densities, rays_features=features, ray_bundle=sub, **kwargs)
         )

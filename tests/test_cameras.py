@@ -153,3 +153,18 @@ def test_so3_exp_map_gradient_finite_at_zero():
     assert torch.autograd.gradcheck(so3_exp_map, (w64,))
     with pytest.raises(ValueError, match="Nx3"):
         so3_exp_map(torch.zeros(3))
+
+
+def test_pytorch3d_conveniences():
+    cams = _cams(n=3)
+    # float64 inputs are cast to float32 as PyTorch3D does
+    c64 = FoVPerspectiveCameras(R=cams.R.double(), T=cams.T.double())
+    torch.testing.assert_close(
+        c64.transform_points(torch.zeros(1, 3)), cams.transform_points(torch.zeros(1, 3))
+    )
+    # keyword overrides and (P, 3) unprojection broadcast over cameras
+    torch.testing.assert_close(cams.get_camera_center(T=torch.zeros(3, 3)), torch.zeros(3, 3))
+    out = cams.unproject_points(torch.tensor([[0.0, 0.0, 1.0], [0.5, 0.5, 2.0]]))
+    assert out.shape == (3, 2, 3)
+    # .to moves in place and returns self
+    assert cams.to("cpu") is cams

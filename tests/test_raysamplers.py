@@ -160,3 +160,18 @@ def test_bad_monte_carlo_args():
         MonteCarloRaysampler(1, -1, -1, 1, 5, 4, 0.1, 3.0)
     with pytest.raises(ValueError, match="min_depth must be smaller"):
         MonteCarloRaysampler(-1, 1, -1, 1, 5, 4, 3.0, 3.0)
+
+
+def test_origins_are_real_tensors_and_sparse_mask_resamples_inside():
+    cams = _cams(2)
+    rb = MonteCarloRaysampler(-1, 1, -1, 1, 5, 3, 0.1, 3.0)(cams)
+    assert rb.origins.view(-1, 3).shape == (10, 3)  # the tutorial's batched_forward does this
+    mask = torch.zeros(2, 4, 4)
+    mask[:, 0, 0] = 1
+    sampler = NDCMultinomialRaysampler(
+        image_height=4, image_width=4, n_pts_per_ray=3, min_depth=1, max_depth=2
+    )
+    rb = sampler(cams, mask=mask, n_rays_per_image=3)
+    torch.testing.assert_close(rb.xys.reshape(-1, 2), ndc_pixel_grid(4, 4)[0, 0].expand(6, 2))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        sampler(cams, mask=torch.ones(2, 3, 3))
