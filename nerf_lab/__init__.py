@@ -11,6 +11,7 @@ from nerf_lab.cameras import (
     look_at_view_transform,
     so3_exp_map,
 )
+from nerf_lab.data import Scene, generate_cow_renders
 from nerf_lab.encodings import HarmonicEmbedding
 from nerf_lab.models.nerf import NeuralRadianceField
 from nerf_lab.raymarchers import EmissionAbsorptionRaymarcher
@@ -33,6 +34,8 @@ __all__ = [
     "NDCMultinomialRaysampler",
     "NeuralRadianceField",
     "RayBundle",
+    "Scene",
+    "generate_cow_renders",
     "look_at_rotation",
     "look_at_view_transform",
     "ray_bundle_to_ray_points",

@@ -27,6 +27,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 @dataclass
 class CowDataConf:
     _target_: str = "nerf_lab.data.cow_scene"
+    _convert_: str = "all"
     data_dir: str | None = None
     num_views: int = 40
     azimuth_range: float = 180.0
@@ -42,6 +43,7 @@ class CowDataConf:
 @dataclass
 class ProceduralDataConf:
     _target_: str = "nerf_lab.data.procedural_scene"
+    _convert_: str = "all"
     num_views: int = 40
     n_test_views: int = 10
     image_size: int = 64
@@ -58,6 +60,7 @@ class ProceduralDataConf:
 @dataclass
 class MeshDataConf:
     _target_: str = "nerf_lab.data.mesh_scene"
+    _convert_: str = "all"
     path: str = MISSING
     num_views: int = 40
     n_test_views: int = 10
@@ -76,6 +79,7 @@ class MeshDataConf:
 @dataclass
 class BlenderDataConf:
     _target_: str = "nerf_lab.data.blender_scene"
+    _convert_: str = "all"
     path: str = MISSING
     background: Any = "black"
     downscale: int = 1

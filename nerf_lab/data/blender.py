@@ -1,0 +1,349 @@
+"""NeRF-synthetic ("Blender") format: ``transforms_{split}.json`` + RGBA PNGs, both ways.
+
+Format: ``camera_angle_x`` (horizontal field of view, radians) and ``frames``, each with a
+``file_path`` relative to the JSON's folder (with or without ``.png``) and a 4x4 camera-to-world
+``transform_matrix`` in OpenGL camera axes (+X right, +Y up, looking along -Z).
+
+Conversion to PyTorch3D's convention (view +X left, +Y up, looking along +Z, row vectors
+``X_view = X_world @ R + T``): with ``M = [[R_gl, C], [0, 1]]`` and ``D = diag(-1, 1, -1)``,
+``X_view = D R_gl^T (X_world - C)``, hence ``R = R_gl D`` and ``T = -R^T C``. PyTorch3D's ``fov``
+is that of the *shorter* image side: for ``W > H``,
+``tan(fov / 2) = tan(camera_angle_x / 2) H / W``.
+
+Optional extra keys (written by :func:`export_blender`, read when present): ``near`` and ``far``
+(file or frame level) and a frame-level ``camera_angle_x``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.data.scene import Scene, SceneValidationError, raise_if_problems
+from nerf_lab.data.views import parse_background
+
+DEFAULT_NEAR = 2.0
+DEFAULT_FAR = 6.0
+_GL_TO_P3D = np.diag([-1.0, 1.0, -1.0])
+_RIGID_ATOL = 1e-4
+
+
+def c2w_to_p3d(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OpenGL camera-to-world ``(4, 4)`` -> PyTorch3D ``R (3, 3)``, ``T (3,)`` (float64)."""
+    r_gl, center = c2w[:3, :3], c2w[:3, 3]
+    R = r_gl @ _GL_TO_P3D
+    T = -R.T @ center
+    return R, T
+
+
+def p3d_to_c2w(R: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """PyTorch3D ``R (3, 3)``, ``T (3,)`` -> OpenGL camera-to-world ``(4, 4)`` (float64)."""
+    c2w = np.eye(4)
+    c2w[:3, :3] = R @ _GL_TO_P3D
+    c2w[:3, 3] = -R @ T
+    return c2w
+
+
+def fov_from_camera_angle_x(camera_angle_x: float, height: int, width: int) -> float:
+    """PyTorch3D fov (degrees, shorter side) from the horizontal field of view (radians)."""
+    if width <= height:
+        return math.degrees(camera_angle_x)
+    return math.degrees(2.0 * math.atan(math.tan(camera_angle_x / 2.0) * height / width))
+
+
+def camera_angle_x_from_fov(fov_degrees: float, height: int, width: int) -> float:
+    """Horizontal field of view (radians) from PyTorch3D's fov (degrees, shorter side)."""
+    fov = math.radians(fov_degrees)
+    if width <= height:
+        return fov
+    return 2.0 * math.atan(math.tan(fov / 2.0) * width / height)
+
+
+def _check_matrix(value: Any, where: str, problems: list[str]) -> np.ndarray | None:
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        problems.append(f"{where}: transform_matrix is not a numeric 4x4 matrix")
+        return None
+    if m.shape != (4, 4):
+        problems.append(f"{where}: transform_matrix has shape {m.shape}, expected (4, 4)")
+        return None
+    if not np.isfinite(m).all():
+        problems.append(f"{where}: transform_matrix has non-finite values")
+        return None
+    bad = []
+    if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=_RIGID_ATOL):
+        bad.append(f"last row {m[3].tolist()} != [0, 0, 0, 1]")
+    r = m[:3, :3]
+    ortho = np.abs(r.T @ r - np.eye(3)).max()
+    if ortho > _RIGID_ATOL:
+        bad.append(f"max |R^T R - I| = {ortho:.3g}")
+    det = float(np.linalg.det(r))
+    if abs(det - 1.0) > _RIGID_ATOL:
+        bad.append(f"det(R) = {det:.6g} != 1")
+    if bad:
+        problems.append(f"{where}: transform_matrix is not a rigid transform ({'; '.join(bad)})")
+        return None
+    return m
+
+
+def _resolve_image(root: Path, file_path: str) -> Path | None:
+    candidates = [root / file_path]
+    if not file_path.lower().endswith(".png"):
+        candidates.append(root / (file_path + ".png"))
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+def _read_rgba(path: Path, where: str, problems: list[str]) -> np.ndarray | None:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("RGB", "RGBA"):
+                problems.append(f"{where}: image {path} has mode {im.mode!r}, expected RGB or RGBA")
+                return None
+            arr = np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
+    except (OSError, ValueError) as e:
+        problems.append(f"{where}: cannot read image {path} ({e})")
+        return None
+    return arr
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def load_blender(
+    path: str | Path,
+    background: str | Sequence[float] = "black",
+    downscale: int = 1,
+    splits: Sequence[str] = ("train", "val", "test"),
+    near: float | None = None,
+    far: float | None = None,
+    name: str | None = None,
+) -> Scene:
+    """Load a NeRF-synthetic folder as a :class:`Scene`.
+
+    Args:
+        path: folder holding ``transforms_{split}.json``.
+        background: colour the RGBA images are composited over: ``"black"``, ``"white"`` or RGB.
+        downscale: integer factor; images are area-averaged (RGB after compositing, and alpha).
+        splits: splits to read; ``"train"`` and ``"test"`` must exist, others (``"val"``, ...)
+            are read when their file exists.
+        near, far: camera ``znear`` / ``zfar``; ``None``: the file's ``near`` / ``far`` keys if
+            present, else 2 and 6 (the NeRF-synthetic bounds).
+        name: scene name (default: the folder name).
+
+    Returns:
+        The scene; views are ordered split by split, in ``splits`` order.
+
+    Raises:
+        SceneValidationError: listing every problem found (missing / unreadable files, bad JSON,
+            non-rigid poses, bad ``camera_angle_x``, non-RGB(A) or mixed-size images, ...).
+    """
+    root = Path(path).expanduser()
+    bg = parse_background(background)
+    if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
+        raise ValueError(f"downscale must be a positive int; got {downscale!r}.")
+    for label, value in (("near", near), ("far", far)):
+        if value is not None and not (_positive_number(value) and value > 0):
+            raise ValueError(f"{label} must be a positive number or None; got {value!r}.")
+    problems: list[str] = []
+    if not root.is_dir():
+        raise SceneValidationError([f"{root} is not a folder"], f"Blender scene {root}")
+
+    records: list[dict[str, Any]] = []  # one per frame that passed the checks
+    split_of: list[str] = []
+    for split in splits:
+        jpath = root / f"transforms_{split}.json"
+        if not jpath.is_file():
+            if split in ("train", "test"):
+                problems.append(f"{jpath} is missing (the {split!r} split is required)")
+            continue
+        try:
+            meta = json.loads(jpath.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            problems.append(f"{jpath}: cannot parse JSON ({e})")
+            continue
+        if not isinstance(meta, dict):
+            problems.append(f"{jpath}: top level is a {type(meta).__name__}, expected an object")
+            continue
+        file_angle = meta.get("camera_angle_x")
+        frames = meta.get("frames")
+        if not isinstance(frames, list) or not frames:
+            problems.append(f"{jpath}: 'frames' is missing, not a list or empty")
+            continue
+        for i, frame in enumerate(frames):
+            where = f"{jpath.name} frame {i}"
+            if not isinstance(frame, dict):
+                problems.append(f"{where}: not an object")
+                continue
+            angle = frame.get("camera_angle_x", file_angle)
+            if angle is None:
+                problems.append(f"{where}: no camera_angle_x (file or frame level)")
+            elif not (_positive_number(angle) and 0.0 < angle < math.pi):
+                problems.append(f"{where}: camera_angle_x = {angle!r} is not in (0, pi)")
+                angle = None
+            m = _check_matrix(frame.get("transform_matrix"), where, problems)
+            fp = frame.get("file_path")
+            image = None
+            img_path = None
+            if not isinstance(fp, str) or not fp:
+                problems.append(f"{where}: 'file_path' is missing or not a string")
+            else:
+                img_path = _resolve_image(root, fp)
+                if img_path is None:
+                    problems.append(f"{where}: image {root / fp}(.png) does not exist")
+                else:
+                    image = _read_rgba(img_path, where, problems)
+            z_near = near if near is not None else frame.get("near", meta.get("near", DEFAULT_NEAR))
+            z_far = far if far is not None else frame.get("far", meta.get("far", DEFAULT_FAR))
+            if not (_positive_number(z_near) and _positive_number(z_far) and 0 < z_near < z_far):
+                problems.append(f"{where}: near/far = {z_near!r}/{z_far!r} invalid")
+                continue
+            if angle is None or m is None or image is None:
+                continue
+            records.append(
+                {
+                    "angle": float(angle),
+                    "c2w": m,
+                    "image": image,
+                    "path": img_path,
+                    "near": float(z_near),
+                    "far": float(z_far),
+                }
+            )
+            split_of.append(split)
+
+    if records:
+        sizes: dict[tuple[int, int], list[str]] = {}
+        for r in records:
+            sizes.setdefault(r["image"].shape[:2], []).append(str(r["path"]))
+        if len(sizes) > 1:
+            common = max(sizes, key=lambda s: len(sizes[s]))
+            for size, files in sizes.items():
+                if size != common:
+                    problems.extend(
+                        f"{f}: size {size[1]}x{size[0]} differs from {common[1]}x{common[0]} "
+                        "(images of mixed sizes)"
+                        for f in files
+                    )
+        h, w = next(iter(records))["image"].shape[:2]
+        if (h % downscale or w % downscale) and len(sizes) == 1:
+            problems.append(f"image size {w}x{h} is not divisible by downscale={downscale}")
+    raise_if_problems(problems, f"Blender scene {root}")
+
+    rgba = torch.from_numpy(np.stack([r["image"] for r in records])).to(torch.float32) / 255.0
+    alpha = rgba[..., 3:]
+    bg_t = torch.tensor(bg, dtype=torch.float32)
+    rgb = rgba[..., :3] * alpha + bg_t * (1.0 - alpha)
+    if downscale > 1:
+        rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), downscale).permute(0, 2, 3, 1)
+        alpha = F.avg_pool2d(alpha.permute(0, 3, 1, 2), downscale).permute(0, 2, 3, 1)
+    H, W = rgb.shape[1:3]
+    Rs, Ts = zip(*(c2w_to_p3d(r["c2w"]) for r in records), strict=True)
+    cameras = FoVPerspectiveCameras(
+        znear=torch.tensor([r["near"] for r in records]),
+        zfar=torch.tensor([r["far"] for r in records]),
+        fov=torch.tensor([fov_from_camera_angle_x(r["angle"], H, W) for r in records]),
+        R=torch.tensor(np.stack(Rs), dtype=torch.float32),
+        T=torch.tensor(np.stack(Ts), dtype=torch.float32),
+    )
+    split_idx = {
+        s: torch.tensor([i for i, t in enumerate(split_of) if t == s], dtype=torch.long)
+        for s in dict.fromkeys(split_of)
+    }
+    return Scene(
+        name=name if name is not None else root.name,
+        cameras=cameras,
+        images=rgb.contiguous(),
+        silhouettes=(alpha[..., 0] > 0.5).to(torch.float32),
+        splits=split_idx,
+        background_color=bg,
+    )
+
+
+def blender_scene(
+    path: str | Path,
+    background: str | Sequence[float] = "black",
+    downscale: int = 1,
+    splits: Sequence[str] = ("train", "val", "test"),
+    near: float | None = None,
+    far: float | None = None,
+) -> Scene:
+    """Hydra builder for a NeRF-synthetic folder; see :func:`load_blender`."""
+    return load_blender(
+        path, background=background, downscale=downscale, splits=tuple(splits), near=near, far=far
+    )
+
+
+def export_blender(scene: Scene, out_dir: str | Path, splits: Sequence[str] | None = None) -> Path:
+    """Write a scene in NeRF-synthetic format (one JSON and one image folder per split).
+
+    Images are written as 8-bit RGBA PNGs ``<split>/r_<i>.png``: RGB from ``scene.images`` and
+    alpha 255 inside the silhouette, 0 outside (loading over ``scene.background_color`` gives
+    the images back up to 8-bit quantisation where the image outside the silhouette is the
+    background, as in every rendered scene). Cameras must have ``aspect_ratio == 1``.
+
+    Args:
+        scene: the scene.
+        out_dir: output folder (created).
+        splits: splits to write (default: all of the scene's).
+
+    Returns:
+        ``out_dir``.
+    """
+    out = Path(out_dir).expanduser()
+    cams = scene.cameras.to("cpu")
+    if not torch.allclose(cams.aspect_ratio, torch.ones_like(cams.aspect_ratio)):
+        raise ValueError(
+            f"export_blender needs cameras with aspect_ratio 1; got {cams.aspect_ratio.tolist()}."
+        )
+    fov_deg = cams.fov if cams.degrees else torch.rad2deg(cams.fov)
+    H, W = scene.image_size
+    names = list(scene.splits) if splits is None else list(splits)
+    for s in names:
+        if s not in scene.splits:
+            raise KeyError(f"Scene has no split {s!r}; available splits: {list(scene.splits)}.")
+    images = (scene.images.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8)
+    alpha = (scene.silhouettes.detach().cpu() > 0.5).to(torch.uint8) * 255
+    rgba = torch.cat([images, alpha[..., None]], dim=-1).numpy()
+    for s in names:
+        idx = scene.splits[s].tolist()
+        (out / s).mkdir(parents=True, exist_ok=True)
+        angles = [camera_angle_x_from_fov(float(fov_deg[i]), H, W) for i in idx]
+        nears = [float(cams.znear[i]) for i in idx]
+        fars = [float(cams.zfar[i]) for i in idx]
+        meta: dict[str, Any] = {"camera_angle_x": angles[0] if angles else 0.0}
+        uniform = len(set(angles)) <= 1, len(set(nears)) <= 1, len(set(fars)) <= 1
+        if uniform[1] and nears:
+            meta["near"] = nears[0]
+        if uniform[2] and fars:
+            meta["far"] = fars[0]
+        frames = []
+        for k, i in enumerate(idx):
+            rel = f"./{s}/r_{k}"
+            Image.fromarray(rgba[i]).save(out / f"{rel}.png")
+            c2w = p3d_to_c2w(cams.R[i].double().numpy(), cams.T[i].double().numpy())
+            frame: dict[str, Any] = {"file_path": rel, "transform_matrix": c2w.tolist()}
+            if not uniform[0]:
+                frame["camera_angle_x"] = angles[k]
+            if not uniform[1]:
+                frame["near"] = nears[k]
+            if not uniform[2]:
+                frame["far"] = fars[k]
+            frames.append(frame)
+        meta["frames"] = frames
+        (out / f"transforms_{s}.json").write_text(json.dumps(meta, indent=2))
+    return out

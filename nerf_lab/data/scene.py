@@ -1,0 +1,150 @@
+"""The multi-view dataset every scene builder returns, and the error raised for bad data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from nerf_lab.cameras import FoVPerspectiveCameras
+
+REQUIRED_SPLITS = ("train", "test")
+
+
+class SceneValidationError(ValueError):
+    """Bad scene data, with every problem found listed (not only the first).
+
+    Attributes:
+        problems: one human-readable line per bad item.
+    """
+
+    def __init__(self, problems: Sequence[str], what: str = "scene data") -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"Invalid {what} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+def raise_if_problems(problems: Sequence[str], what: str = "scene data") -> None:
+    """Raise :class:`SceneValidationError` listing ``problems`` if there are any."""
+    if problems:
+        raise SceneValidationError(problems, what)
+
+
+@dataclass(eq=False)
+class Scene:
+    """A multi-view dataset: cameras, RGB images and silhouettes of ``n_views`` views.
+
+    Attributes:
+        name: a short name of the scene (used in logs and file names).
+        cameras: ``n_views`` cameras (PyTorch3D conventions).
+        images: ``(n_views, H, W, 3)`` float32 RGB in ``[0, 1]``.
+        silhouettes: ``(n_views, H, W)`` float32 in ``{0, 1}``.
+        splits: split name -> LongTensor of view indices into ``n_views``; ``"train"`` and
+            ``"test"`` always exist, ``"val"`` and ``"test_elevated"`` may.
+        background_color: RGB colour of the empty background in ``images``.
+    """
+
+    name: str
+    cameras: FoVPerspectiveCameras
+    images: torch.Tensor
+    silhouettes: torch.Tensor
+    splits: dict[str, torch.Tensor]
+    background_color: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        images, sil = self.images, self.silhouettes
+        if images.dim() != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                f"images must have shape (n_views, H, W, 3); got {tuple(images.shape)}."
+            )
+        if sil.shape != images.shape[:3]:
+            raise ValueError(
+                f"silhouettes must have shape {tuple(images.shape[:3])} (n_views, H, W); "
+                f"got {tuple(sil.shape)}."
+            )
+        if len(self.cameras) != images.shape[0]:
+            raise ValueError(
+                f"Got {len(self.cameras)} cameras for {images.shape[0]} images; they must match."
+            )
+        if images.dtype != torch.float32 or sil.dtype != torch.float32:
+            raise ValueError(
+                f"images and silhouettes must be float32; got {images.dtype} and {sil.dtype}."
+            )
+        missing = [s for s in REQUIRED_SPLITS if s not in self.splits]
+        if missing:
+            raise ValueError(
+                f"Scene splits must include {list(REQUIRED_SPLITS)}; missing {missing} "
+                f"(got {sorted(self.splits)})."
+            )
+        n = images.shape[0]
+        splits = {}
+        for name, idx in self.splits.items():
+            idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1).cpu()
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+                raise ValueError(f"Split {name!r} has indices outside [0, {n}): {idx.tolist()}.")
+            splits[name] = idx
+        self.splits = splits
+        self.background_color = tuple(float(c) for c in self.background_color)  # type: ignore[assignment]
+
+    # -- basic properties ---------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of every image."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.splits)
+
+    def split(self, name: str) -> tuple[FoVPerspectiveCameras, torch.Tensor, torch.Tensor]:
+        """Cameras, images and silhouettes of one split.
+
+        Args:
+            name: a key of ``splits`` (e.g. ``"train"``, ``"test"``).
+
+        Returns:
+            ``(cameras, images (n_split, H, W, 3), silhouettes (n_split, H, W))``.
+        """
+        if name not in self.splits:
+            raise KeyError(
+                f"Scene {self.name!r} has no split {name!r}; available splits: {list(self.splits)}."
+            )
+        idx = self.splits[name]
+        idx_dev = idx.to(self.images.device)
+        return self.cameras[idx_dev], self.images[idx_dev], self.silhouettes[idx_dev]
+
+    def to(self, device: str | torch.device) -> Scene:
+        """A copy of the scene with cameras, images and silhouettes on ``device``."""
+        return Scene(
+            name=self.name,
+            cameras=self.cameras.to(device),
+            images=self.images.to(device),
+            silhouettes=self.silhouettes.to(device),
+            splits={k: v.clone() for k, v in self.splits.items()},
+            background_color=self.background_color,
+        )
+
+    def __repr__(self) -> str:
+        sizes = {k: int(v.numel()) for k, v in self.splits.items()}
+        return (
+            f"Scene(name={self.name!r}, n_views={len(self)}, image_size={self.image_size}, "
+            f"splits={sizes}, background_color={self.background_color})"
+        )
+
+
+def concat_cameras(cameras: Iterable[FoVPerspectiveCameras]) -> FoVPerspectiveCameras:
+    """Concatenate batches of cameras (all with the same ``degrees`` flag)."""
+    cams = list(cameras)
+    if not cams:
+        raise ValueError("concat_cameras needs at least one batch of cameras.")
+    fields = ("znear", "zfar", "aspect_ratio", "fov", "R", "T")
+    kwargs = {f: torch.cat([getattr(c, f) for c in cams]) for f in fields}
+    return FoVPerspectiveCameras(degrees=cams[0].degrees, device=cams[0].device, **kwargs)

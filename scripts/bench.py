@@ -1,0 +1,90 @@
+"""Benchmark training and rendering of a config: ``python scripts/bench.py [overrides...]``.
+
+Runs warm-up iterations, then timed training iterations of the composed config (the
+same components ``python -m nerf_lab.train`` builds), then times full-frame renders.
+Prints one JSON line: iter_s_median, rays_per_s, points_per_s, peak_rss_mb, render_s,
+device, and the settings measured. Extra options (not Hydra keys, put them first):
+``--warmup N`` (default 2), ``--iters N`` (default 5), ``--render-size S`` (default 128),
+``--renders N`` (default 2).
+
+This is a benchmark, not a test: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from nerf_lab.train import CONF_DIR, build_trainer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--render-size", type=int, default=128)
+    parser.add_argument("--renders", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=tutorial")
+    args = parser.parse_args()
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=args.overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build_trainer(cfg, Path(tmp))
+        n_pts = cfg.raysampler.n_pts_per_ray
+
+        times = []
+        n_rays = 0.0
+        for i in range(args.warmup + args.iters):
+            t0 = time.perf_counter()
+            stats = trainer.train_step()
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            if i >= args.warmup:
+                times.append(dt)
+                n_rays = stats["n_rays"]
+
+        scale = args.render_size / min(trainer.image_hw)
+        render_times = []
+        for _ in range(args.renders):
+            t0 = time.perf_counter()
+            trainer.render_views(trainer.test_cameras[[0]], scale=scale, with_depth=False)
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+            render_times.append(time.perf_counter() - t0)
+
+    iter_s = statistics.median(times)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = {
+        "overrides": args.overrides,
+        "device": str(trainer.device)
+        + (f" ({torch.cuda.get_device_name()})" if trainer.device.type == "cuda" else ""),
+        "threads": torch.get_num_threads(),
+        "precision": trainer.s.precision,
+        "iter_s_median": round(iter_s, 4),
+        "iter_s_all": [round(t, 4) for t in times],
+        "rays_per_iter": int(n_rays),
+        "rays_per_s": round(n_rays / iter_s, 1),
+        "points_per_s": round(n_rays * n_pts / iter_s, 1),
+        "render_size": args.render_size,
+        "render_s": round(min(render_times), 4) if render_times else None,
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
