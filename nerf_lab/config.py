@@ -224,6 +224,7 @@ class TrainerConf:
     skip_nonfinite: bool = False
     progress_bar: bool | None = None
     num_threads: int = 0
+    tune_malloc: bool = True
 
 
 @dataclass

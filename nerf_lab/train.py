@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab.checkpoint import load_checkpoint, load_latest
 from nerf_lab.config import TrainerConf, check_config, check_writable, register_configs
+from nerf_lab.perf import tune_malloc
 from nerf_lab.trainer import Trainer, TrainingInterrupted, write_json_atomic
 
 log = logging.getLogger("nerf_lab")
@@ -85,6 +86,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = 
     settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainerConf), cfg.trainer))
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
+    if settings.tune_malloc:
+        tune_malloc()
 
     torch.manual_seed(settings.seed)
     model = build(cfg.model)

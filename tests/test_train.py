@@ -265,3 +265,56 @@ def test_pixel_lookup_returns_the_pixel_each_ray_went_through():
     centre = ndc_pixel_grid(4, 4)[0, 0].view(1, 1, 2)
     assert sample_images_at_rays(images, centre, "pixel").item() == 1.0
     assert sample_images_at_rays(images, centre, "tutorial").item() < 1.0
+
+
+def test_bench_script_prints_one_json_line():
+    import subprocess
+    import sys
+
+    repo = CONF.parent
+    out = (
+        subprocess.run(
+            [
+                sys.executable,
+                str(repo / "scripts" / "bench.py"),
+                "--warmup",
+                "1",
+                "--iters",
+                "1",
+                "--renders",
+                "1",
+                "--render-size",
+                "16",
+                *TINY,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=repo,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    result = json.loads(out)
+    for key in ("iter_s_median", "rays_per_s", "points_per_s", "peak_rss_mb", "device", "render_s"):
+        assert key in result
+    assert result["rays_per_iter"] == 2 * 64 and result["device"] == "cpu"
+
+
+def test_bf16_precision_trains_and_stays_close_to_fp32(tmp_path):
+    base = TINY + [
+        "trainer.n_iter=2",
+        "trainer.turntable_frames=0",
+        "trainer.log_every=0",
+        "trainer.render_every=0",
+    ]
+    fp32 = build_trainer(compose_cfg(base), tmp_path / "a")
+    bf16 = build_trainer(compose_cfg(base + ["trainer.precision=bf16"]), tmp_path / "b")
+    r32 = fp32.render_views(fp32.test_cameras[[0]], with_depth=False).rgb
+    r16 = bf16.render_views(bf16.test_cameras[[0]], with_depth=False).rgb
+    assert r16.dtype == torch.float32
+    assert (r32 - r16).abs().max() < 0.05
+    stats = bf16.train_step()
+    assert all(torch.isfinite(p).all() for p in bf16.model.parameters())
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # fp32 master weights
+    assert stats["loss"] > 0
