@@ -203,3 +203,21 @@ def test_batch_size_larger_than_training_views(tmp_path):
     ):
         run(compose_cfg(TINY + ["trainer.batch_size=9"]), tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_scene_validation_errors_reach_the_user_through_train(tmp_path):
+    from nerf_lab.data import SceneValidationError
+
+    bad = tmp_path / "bad_blender"
+    bad.mkdir()
+    (bad / "transforms_train.json").write_text("{not json")
+    (bad / "transforms_test.json").write_text(
+        json.dumps({"camera_angle_x": 7.0, "frames": [{"file_path": "./missing"}]})
+    )
+    with pytest.raises(SceneValidationError) as e:
+        no_data = [o for o in TINY if not o.startswith("data")]
+        run(compose_cfg(no_data + ["data=blender", f"data.path={bad}"]), tmp_path / "run")
+    msg = str(e.value)
+    assert "transforms_train.json" in msg and "camera_angle_x" in msg and "missing" in msg, msg
+    status = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert status["status"] == "failed" and "SceneValidationError" in status["error"]
