@@ -215,6 +215,7 @@ class TrainerConf:
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     chunk_size: int = 2048
+    train_chunk_size: int = 0
     render_scale: float = 1.0
     eval_max_views: int = 0
     turntable_frames: int = 20
@@ -383,7 +384,14 @@ def check_config(cfg: DictConfig) -> None:
     # trainer
     for k in ("n_iter", "batch_size", "chunk_size", "keep_checkpoints"):
         positive_int(f"trainer.{k}")
-    for k in ("log_every", "render_every", "eval_every", "checkpoint_every", "eval_max_views"):
+    for k in (
+        "log_every",
+        "render_every",
+        "eval_every",
+        "checkpoint_every",
+        "eval_max_views",
+        "train_chunk_size",
+    ):
         nonneg_int(f"trainer.{k}")
     nonneg_int("trainer.turntable_frames")
     nonneg_int("trainer.num_threads")

@@ -30,7 +30,12 @@ from nerf_lab.config import TrainerConf
 from nerf_lab.metrics import mse_to_psnr, psnr, ssim
 from nerf_lab.optim import decay_milestones
 from nerf_lab.raysamplers import RayBundle
-from nerf_lab.renderer import ImplicitRenderer
+from nerf_lab.renderer import (
+    ImplicitRenderer,
+    flatten_ray_bundle,
+    render_ray_bundle,
+    slice_ray_bundle,
+)
 
 log = logging.getLogger("nerf_lab")
 
@@ -255,7 +260,7 @@ class Trainer:
 
         self.model = model.to(self.device)
         self.loss_fn = loss_fn
-        self.renderer_mc = ImplicitRenderer(train_raysampler, raymarcher)
+        self.train_raysampler = train_raysampler
         self.raymarcher = raymarcher
         self.render_raysampler = render_raysampler
         params: Any = model.parameters()
@@ -372,31 +377,51 @@ class Trainer:
             self.optimizer.state.clear()  # the tutorial re-creates Adam at the lr drop
         self.optimizer.zero_grad(set_to_none=True)
 
-        # Sample a batch of training cameras and render random rays of each.
-        batch_idx = torch.randperm(len(self.train_cameras))[: s.batch_size]
-        batch_cameras = self.train_cameras[batch_idx.to(self.device)]
-        field = FieldWithDepth(model, self._autocast, with_depth=False)
-        rendered, rays = self.renderer_mc(cameras=batch_cameras, volumetric_function=field)
-        rendered_colors, rendered_silhouettes = rendered.split([3, 1], dim=-1)
+        # Sample a batch of training cameras and random rays of each.
+        batch_idx = torch.randperm(len(self.train_cameras))[: s.batch_size].to(self.device)
+        batch_cameras = self.train_cameras[batch_idx]
+        rays = flatten_ray_bundle(self.train_raysampler(cameras=batch_cameras))
 
         # Look up the target colour and silhouette at each ray's pixel.
-        batch_idx = batch_idx.to(self.device)
-        target_colors = sample_images_at_rays(
-            self.train_images[batch_idx], rays.xys, s.target_lookup
-        )
+        xys = rays.xys.view(len(batch_idx), -1, 2)
+        target_colors = sample_images_at_rays(self.train_images[batch_idx], xys, s.target_lookup)
         target_silhouettes = sample_images_at_rays(
-            self.train_silhouettes[batch_idx, ..., None], rays.xys, s.target_lookup
+            self.train_silhouettes[batch_idx, ..., None], xys, s.target_lookup
+        )
+        target_colors, target_silhouettes = (
+            target_colors.view(-1, 3),
+            target_silhouettes.view(-1, 1),
         )
 
-        # Named loss terms, their sum, and the step.
-        terms = dict(
-            self.loss_fn(rendered_colors, target_colors, rendered_silhouettes, target_silhouettes)
-        )
-        if hasattr(model, "extra_losses"):
-            terms.update(model.extra_losses())
-        loss = sum(terms.values())
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        if not math.isfinite(float(loss.detach())):
+        # Render, take the named loss terms (means over rays) and backpropagate, in chunks
+        # of rays if asked (gradient accumulation: the same gradient, bounded memory).
+        field = FieldWithDepth(model, self._autocast, with_depth=False)
+        n_rays = rays.lengths.shape[0]
+        chunk = s.train_chunk_size or n_rays
+        values: dict[str, float] = {}
+        color_se = 0.0
+        finite = True
+        for start in range(0, n_rays, chunk):
+            sub = slice_ray_bundle(rays, start, start + chunk)
+            rendered = render_ray_bundle(sub, field, self.raymarcher)
+            colors, silhouettes = rendered.split([3, 1], dim=-1)
+            tc = target_colors[start : start + chunk]
+            ts = target_silhouettes[start : start + chunk]
+            weight = colors.shape[0] / n_rays
+            terms = {k: v * weight for k, v in self.loss_fn(colors, tc, silhouettes, ts).items()}
+            if start + chunk >= n_rays and hasattr(model, "extra_losses"):
+                terms.update(model.extra_losses())
+            for k, v in terms.items():
+                values[k] = values.get(k, 0.0) + float(v.detach())
+            loss = sum(terms.values())
+            color_se += float(((colors.detach() - tc) ** 2).sum())
+            if not math.isfinite(float(loss.detach())):
+                finite = False
+                break
+            loss.backward()
+
+        loss_value = sum(values.values())
+        if not finite:
             details = ", ".join(f"{k}={v!r}" for k, v in values.items())
             if not s.skip_nonfinite:
                 raise NonFiniteLossError(
@@ -408,18 +433,14 @@ class Trainer:
             log.warning("Skipping iteration %d with a non-finite loss: %s", self.step, details)
             self.optimizer.zero_grad(set_to_none=True)
         else:
-            loss.backward()
             self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-
-        with torch.no_grad():
-            color_mse = F.mse_loss(rendered_colors.detach(), target_colors)
         return {
-            "loss": float(loss.detach()),
+            "loss": loss_value,
             **{f"loss/{k}": v for k, v in values.items()},
-            "psnr": float(mse_to_psnr(color_mse)),
-            "n_rays": float(rendered.shape[0] * rendered.shape[1]),
+            "psnr": float(mse_to_psnr(torch.tensor(color_se / (3 * n_rays)))),
+            "n_rays": float(n_rays),
         }
 
     # -- rendering & evaluation ---------------------------------------------------------------
@@ -669,4 +690,4 @@ class Trainer:
         return metrics
 
     def _rays_per_image(self) -> int:
-        return int(getattr(self.renderer_mc.raysampler, "_n_rays_per_image", 0))
+        return int(getattr(self.train_raysampler, "_n_rays_per_image", 0))
