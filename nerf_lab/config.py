@@ -11,8 +11,10 @@ Only the entry points (``train``, ``eval``, ``render``) see a ``DictConfig``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,8 +242,21 @@ class Config:
     name: str = "nerf"
 
 
+def job_dirname(override_dirname: str, max_len: int = 120) -> str:
+    """A file-system-safe job directory name from Hydra's ``override_dirname``.
+
+    Slashes are replaced; names longer than ``max_len`` are cut and end in a short hash of
+    the full name, so long command lines cannot exceed the 255-byte file name limit.
+    """
+    name = re.sub(r"[/\\\x00]", "_", str(override_dirname))
+    if len(name) > max_len:
+        name = f"{name[: max_len - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
 def register_configs() -> None:
-    """Register every schema in Hydra's ConfigStore (idempotent)."""
+    """Register every schema in Hydra's ConfigStore and the config resolvers (idempotent)."""
+    OmegaConf.register_new_resolver("nerf_lab.dirname", job_dirname, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="data", name="cow_schema", node=CowDataConf)

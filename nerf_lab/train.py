@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from nerf_lab.checkpoint import load_checkpoint, load_latest
 from nerf_lab.config import TrainerConf, check_config, check_writable, register_configs
 from nerf_lab.perf import tune_malloc
+from nerf_lab.plugins import missing_plugin_message
 from nerf_lab.trainer import Trainer, TrainingInterrupted, write_json_atomic
 
 log = logging.getLogger("nerf_lab")
@@ -184,13 +185,21 @@ def load_run(
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
         return run(cfg, run_dir, list(hc.overrides.task))
     except TrainingInterrupted as e:
         sys.exit(128 + int(e.signum) if e.signum != signal.SIGINT else 130)
+
+
+def main() -> Any:
+    """Console entry point: a clear message for missing Hydra plugins, then Hydra."""
+    msg = missing_plugin_message(sys.argv[1:], CONF_DIR)
+    if msg:
+        sys.exit(msg)
+    return _hydra_main()
 
 
 if __name__ == "__main__":

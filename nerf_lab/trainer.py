@@ -278,6 +278,7 @@ class Trainer:
         self.nonfinite_steps = 0
         self.writer: Any = None
         self._stop_signal: int | None = None
+        self._checkpoint_requested = False
         self._old_handlers: dict[int, Any] = {}
 
     # -- setup helpers -------------------------------------------------------------------
@@ -344,6 +345,15 @@ class Trainer:
         if self._stop_signal is not None and signum == signal.SIGINT:
             # A second Ctrl-C: exit at once.
             raise KeyboardInterrupt
+        old = self._old_handlers.get(signum)
+        if signum == signal.SIGTERM and callable(old) and old is not signal.default_int_handler:
+            # Under a cluster launcher (e.g. submitit), SIGTERM announces pre-emption and the
+            # launcher's own handler decides; its requeue signal (SIGUSR2) follows. Save a
+            # checkpoint after this iteration and go on.
+            old(signum, frame)
+            self._checkpoint_requested = True
+            log.warning("Received SIGTERM under a launcher: saving a checkpoint after this step.")
+            return
         self._stop_signal = signum
         log.warning(
             "Received %s: finishing the current iteration, then saving a checkpoint "
@@ -588,6 +598,9 @@ class Trainer:
                     if s.eval_every and step % s.eval_every == 0 and step < s.n_iter:
                         self._log_eval(self.evaluate())
                     if s.checkpoint_every and step % s.checkpoint_every == 0:
+                        self.save()
+                    if self._checkpoint_requested:
+                        self._checkpoint_requested = False
                         self.save()
                     if self._stop_signal is not None:
                         self._interrupt()

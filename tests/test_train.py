@@ -333,3 +333,25 @@ def test_chunked_training_step_gives_the_same_gradient(tmp_path):
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-7, msg=name)
     assert s1["loss"] == pytest.approx(s0["loss"], rel=1e-5)
     assert s1["psnr"] == pytest.approx(s0["psnr"], rel=1e-5)
+
+
+def test_job_dirname_is_filesystem_safe_and_bounded():
+    from nerf_lab.config import job_dirname
+
+    assert job_dirname("model.n_harmonic_functions=4,raysampler.max_depth=2.5") == (
+        "model.n_harmonic_functions=4,raysampler.max_depth=2.5"
+    )
+    long = job_dirname("data.path=/a/b," + "x=1," * 100)
+    assert "/" not in long and len(long) <= 120
+    assert long != job_dirname("data.path=/a/b," + "x=2," * 100)
+
+
+def test_missing_plugin_gives_a_clear_message():
+    import importlib.util
+
+    from nerf_lab.plugins import missing_plugin_message
+
+    msg = missing_plugin_message(["hydra/sweeper=optuna"], CONF)
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        assert "pip install 'nerf_lab[optuna]'" in msg
+    assert missing_plugin_message(["model=small"], CONF) is None
