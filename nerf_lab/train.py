@@ -18,6 +18,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -192,6 +193,12 @@ def _hydra_main(cfg: DictConfig) -> float:
         return run(cfg, run_dir, list(hc.overrides.task))
     except TrainingInterrupted as e:
         sys.exit(128 + int(e.signum) if e.signum != signal.SIGINT else 130)
+    except (ValueError, OSError) as e:
+        if hc.mode != RunMode.RUN:
+            raise  # multirun: Hydra records the failure and the other jobs go on
+        # A single run: the message says what is wrong; a traceback would only hide it.
+        log.error("%s: %s", type(e).__name__, e)
+        sys.exit(1)
 
 
 def main() -> Any:
