@@ -55,7 +55,8 @@ def download_cow_mesh(dest: str | Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> 
             raise CowMeshUnavailableError(
                 f"Could not download the cow mesh file {url} ({e}). Without network access, "
                 f"put cow.obj, cow.mtl and cow_texture.png in {dest} (they are published at "
-                f"{COW_URL}) or pass data_dir=<a folder holding them> (data.data_dir=... on the nerf_lab.train command line)."
+                f"{COW_URL}) or pass data_dir=<a folder holding them> "
+                "(data.data_dir=... on the nerf_lab.train command line)."
             ) from e
         got = hashlib.sha256(data).hexdigest()
         if got != sha:
