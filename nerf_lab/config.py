@@ -148,6 +148,22 @@ class NeRFModelConf:
     density_scaling: str = "none"
 
 
+@dataclass
+class FastModelConf:
+    _target_: str = "nerf_lab.models.FastRadianceField"
+    resolution: int = 128
+    n_features: int = 3
+    n_hidden_neurons: int = 0
+    n_harmonic_functions_dir: int = 2
+    bbox: float = 1.0
+    density_init: float = 0.02
+    occupancy_threshold: float = 1e-2
+    termination_threshold: float = 1e-4
+    color_threshold: float = 1e-5
+    grid_lr_scale: float = 100.0
+    tv_weight: float = 0.0
+
+
 # --------------------------------------------------------------------------- loss
 
 
@@ -177,6 +193,7 @@ class AdamConf:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
+    fused: bool | None = None
 
 
 @dataclass
@@ -265,6 +282,7 @@ def register_configs() -> None:
     cs.store(group="data", name="blender_schema", node=BlenderDataConf)
     cs.store(group="raysampler", name="raysampler_schema", node=RaysamplerConf)
     cs.store(group="model", name="nerf_schema", node=NeRFModelConf)
+    cs.store(group="model", name="fast_schema", node=FastModelConf)
     cs.store(group="loss", name="huber_schema", node=HuberLossConf)
     cs.store(group="loss", name="mse_schema", node=MSELossConf)
     cs.store(group="optimizer", name="adam_schema", node=OptimizerConf)
@@ -352,10 +370,12 @@ def check_config(cfg: DictConfig) -> None:
         need("raymarcher.background_color", ok, "'auto', null or a list of 3 numbers")
 
     # model (keys present in the chosen option only)
-    for k in ("n_harmonic_functions", "n_hidden_neurons"):
-        positive_int(f"model.{k}")
-    positive_num("model.omega0")
-    one_of("model.density_scaling", ("none", "spacing"))
+    # (other models validate their own arguments when built, which is still before data)
+    if str(_get(cfg, "model._target_")).endswith("NeuralRadianceField"):
+        for k in ("n_harmonic_functions", "n_hidden_neurons"):
+            positive_int(f"model.{k}")
+        positive_num("model.omega0")
+        one_of("model.density_scaling", ("none", "spacing"))
 
     # loss
     positive_num("loss.scaling")

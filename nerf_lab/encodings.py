@@ -19,7 +19,7 @@ def harmonic_embedding(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tens
     Returns:
         ``(..., 2 * D * n_harmonic_functions)``.
     """
-    embed = (x[..., None] * frequencies).reshape(*x.shape[:-1], -1)
+    embed = (x[..., None] * frequencies).reshape(*x.shape[:-1], x.shape[-1] * len(frequencies))
     return torch.cat((embed.sin(), embed.cos()), dim=-1)
 
 

@@ -1,0 +1,296 @@
+"""FastRadianceField: shapes, bounds, equivalence of its fast paths with a plain reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nerf_lab import (
+    EmissionAbsorptionRaymarcher,
+    FoVPerspectiveCameras,
+    ImplicitRenderer,
+    MonteCarloRaysampler,
+    NDCMultinomialRaysampler,
+    RayBundle,
+    look_at_view_transform,
+    ray_bundle_to_ray_points,
+)
+from nerf_lab.models.fast import (
+    FastRadianceField,
+    transmittance,
+    trilinear_corners,
+    trilinear_interpolate,
+    world_to_voxel,
+)
+from nerf_lab.models.nerf import sample_spacing
+
+SMALL = dict(resolution=12, n_features=5, n_hidden_neurons=8, density_init=0.1)
+
+
+def _cams(n: int = 2) -> FoVPerspectiveCameras:
+    R, T = look_at_view_transform(2.7, 10.0, torch.linspace(0, 200, n))
+    return FoVPerspectiveCameras(R=R, T=T)
+
+
+def _bundle(n_cams: int = 2, n_rays: int = 64, n_pts: int = 24) -> RayBundle:
+    sampler = MonteCarloRaysampler(-1, 1, -1, 1, n_rays, n_pts, 1.2, 4.2)
+    return sampler(_cams(n_cams))
+
+
+def _blob_model(**kwargs: float) -> FastRadianceField:
+    """A model whose density grid is a dense ball (radius 0.6) in strongly empty space."""
+    model = FastRadianceField(**{**SMALL, **kwargs})
+    r = model.resolution
+    axis = torch.linspace(-1, 1, r)
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    dist = (x**2 + y**2 + z**2).sqrt()
+    raw = torch.where(dist < 0.6, 6.0, -4.0) + 0.5 * torch.randn(r, r, r)
+    with torch.no_grad():
+        model.density.copy_(raw.reshape(-1, 1))
+        model.features.normal_()
+    return model
+
+
+def _reference(model: FastRadianceField, bundle: RayBundle) -> tuple[torch.Tensor, torch.Tensor]:
+    """The field evaluated naively everywhere, with ``F.grid_sample`` and no skipping."""
+    r, b = model.resolution, model.bbox
+    pts = ray_bundle_to_ray_points(bundle)
+    grid = (pts / b).reshape(1, -1, 1, 1, 3)
+    dens = model.density.view(1, 1, r, r, r)
+    feats = model.features.t().reshape(1, -1, r, r, r)
+    raw = F.grid_sample(dens, grid, align_corners=True).reshape(*pts.shape[:-1])
+    f = F.grid_sample(feats, grid, align_corners=True).reshape(model.n_features, -1).t()
+    inside = (pts.abs() <= b).all(-1)
+    sigma = torch.exp(raw + model.shift) * inside
+    alpha = 1 - torch.exp(-sigma * sample_spacing(bundle.lengths, bundle.directions))
+    dirs = F.normalize(bundle.directions, dim=-1)
+    emb = model.dir_embedding(dirs)[..., None, :].expand(*pts.shape[:-1], -1)
+    rgb = torch.sigmoid(model.color_mlp(torch.cat((f.reshape(*pts.shape[:-1], -1), emb), -1)))
+    return alpha[..., None], rgb
+
+
+@pytest.mark.parametrize("lead", [(7,), (2, 5), (2, 3, 4), (1, 4, 1)])
+def test_shapes_and_bounds(lead):
+    n_pts = 9
+    origins = torch.randn(*lead, 3) * 0.05 + torch.tensor([0.0, 0.0, -2.5])
+    directions = torch.randn(*lead, 3) * 0.05 + torch.tensor([0.0, 0.0, 1.0])
+    lengths = torch.linspace(0.5, 4.0, n_pts).expand(*lead, n_pts)
+    bundle = RayBundle(origins, directions, lengths, torch.zeros(*lead, 2))
+    dens, cols = _blob_model()(bundle)
+    assert dens.shape == (*lead, n_pts, 1)
+    assert cols.shape == (*lead, n_pts, 3)
+    assert bool((dens >= 0).all() and (dens <= 1).all())
+    assert bool((cols >= 0).all() and (cols <= 1).all())
+    assert float(dens.detach().max()) > 0.5  # the rays go through the ball
+
+
+def test_single_point_per_ray_and_empty_bundle():
+    model = _blob_model()
+    bundle = _bundle(1, 8, 1)
+    dens, cols = model(bundle)
+    assert dens.shape == (1, 8, 1, 1) and cols.shape == (1, 8, 1, 3)
+    empty = RayBundle(torch.zeros(0, 3), torch.ones(0, 3), torch.zeros(0, 5), torch.zeros(0, 2))
+    dens, cols = model(empty)
+    assert dens.shape == (0, 5, 1) and cols.shape == (0, 5, 3)
+
+
+def test_interpolation_equals_grid_sample():
+    r, c = 7, 4
+    table = torch.randn(r**3, c, dtype=torch.float64)
+    pts = torch.rand(500, 3, dtype=torch.float64) * 2.2 - 1.1  # some outside: clamped
+    rows, w = trilinear_corners(world_to_voxel(pts, 1.0, r), r)
+    ours = trilinear_interpolate(table, rows, w)
+    ref = (
+        F.grid_sample(
+            table.t().reshape(1, c, r, r, r),
+            pts.clamp(-1, 1).reshape(1, -1, 1, 1, 3),
+            align_corners=True,
+        )
+        .reshape(c, -1)
+        .t()
+    )
+    torch.testing.assert_close(ours, ref)
+    assert torch.allclose(w.sum(-1), torch.ones(500, dtype=torch.float64))
+
+
+def test_interpolation_gradient():
+    r = 5
+    table = torch.randn(r**3, 3, dtype=torch.float64, requires_grad=True)
+    rows, w = trilinear_corners(torch.rand(40, 3, dtype=torch.float64) * (r - 1), r)
+    assert torch.autograd.gradcheck(lambda t: trilinear_interpolate(t, rows, w), (table,))
+
+
+def test_matches_plain_reference_without_skipping():
+    model = _blob_model(occupancy_threshold=0.0, termination_threshold=0.0, color_threshold=0.0)
+    bundle = _bundle()
+    dens, cols = model(bundle)
+    ref_dens, ref_cols = _reference(model, bundle)
+    torch.testing.assert_close(dens, ref_dens, atol=1e-6, rtol=1e-5)
+    # Colours are decoded wherever light arrives (T > 0 in float32) at a non-empty point.
+    trans = transmittance(dens[..., 0])
+    live = (trans > 0) & (dens[..., 0] > 0)
+    assert int(live.sum()) > 1000
+    torch.testing.assert_close(cols[live], ref_cols[live], atol=1e-6, rtol=1e-5)
+
+
+def test_occupancy_skipping_only_drops_points_below_threshold():
+    thr = 0.05
+    model = _blob_model(occupancy_threshold=thr, termination_threshold=0.0, color_threshold=0.0)
+    assert 0.0 < model.occupied_fraction() < 0.5
+    bundle = _bundle(n_rays=200, n_pts=40)
+    dens, _ = model(bundle)
+    ref, _ = _reference(model, bundle)
+    assert model.last_counts["occupied"] < 0.5 * model.last_counts["points"]
+    changed = (dens == 0) & (ref > 0)
+    assert bool(changed.any())  # some points were skipped ...
+    assert bool((dens[changed] == 0).all())  # ... by setting them to 0 ...
+    spacing = sample_spacing(bundle.lengths, bundle.directions)[..., None]
+    alpha_thr = 1 - torch.exp(-thr * spacing)
+    assert bool((ref[changed] < alpha_thr[changed]).all())  # ... only where sigma < thr.
+    kept = ~changed
+    torch.testing.assert_close(dens[kept], ref[kept], atol=1e-6, rtol=1e-5)
+
+
+def test_early_termination_bounds_the_rendered_error():
+    eps_t, eps_c = 1e-3, 1e-4
+    fast = _blob_model(termination_threshold=eps_t, color_threshold=eps_c)
+    plain = FastRadianceField(
+        **SMALL,
+        occupancy_threshold=fast.occupancy_threshold,
+        termination_threshold=0.0,
+        color_threshold=0.0,
+    )
+    plain.load_state_dict(fast.state_dict())
+    bundle = _bundle(n_rays=300, n_pts=48)
+    d_fast, c_fast = fast(bundle)
+    d_plain, c_plain = plain(bundle)
+    assert torch.equal(d_fast, d_plain)  # densities are always exact
+    assert fast.last_counts["colored"] < plain.last_counts["colored"]
+    raymarcher = EmissionAbsorptionRaymarcher()
+    img_fast = raymarcher(d_fast, c_fast)
+    img_plain = raymarcher(d_plain, c_plain)
+    bound = eps_t + bundle.lengths.shape[-1] * eps_c
+    assert float((img_fast - img_plain).detach().abs().max()) <= bound
+    torch.testing.assert_close(img_fast[..., 3], img_plain[..., 3])
+
+
+def test_training_path_equals_eval_path():
+    model = _blob_model()
+    bundle = _bundle()
+    with torch.no_grad():
+        d0, c0 = model(bundle)
+    d1, c1 = model(bundle)
+    assert d1.requires_grad and c1.requires_grad
+    torch.testing.assert_close(d1, d0, atol=1e-7, rtol=0)
+    torch.testing.assert_close(c1, c0, atol=1e-7, rtol=0)
+
+
+def test_chunked_render_equals_unchunked():
+    model = _blob_model().eval()
+    sampler = NDCMultinomialRaysampler(
+        image_width=20, image_height=16, n_pts_per_ray=32, min_depth=1.2, max_depth=4.2
+    )
+    cams = _cams(2)
+    with torch.no_grad():
+        full, _ = ImplicitRenderer(sampler, EmissionAbsorptionRaymarcher())(cams, model)
+        chunked, _ = ImplicitRenderer(sampler, EmissionAbsorptionRaymarcher(), chunk_size=37)(
+            cams, model
+        )
+    assert full.shape == (2, 16, 20, 4)
+    torch.testing.assert_close(chunked, full, atol=1e-6, rtol=0)
+    assert float(full[..., 3].max()) > 0.9
+
+
+def test_gradients_are_finite_and_reach_all_parameters():
+    model = _blob_model(density_init=0.1)
+    with torch.no_grad():
+        model.density.mul_(0.1)  # a soft ball: light reaches most points
+    renderer = ImplicitRenderer(
+        MonteCarloRaysampler(-1, 1, -1, 1, 128, 32, 1.2, 4.2), EmissionAbsorptionRaymarcher()
+    )
+    out, _ = renderer(_cams(2), model)
+    loss = out.square().mean() + sum(model.extra_losses().values(), torch.zeros(()))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert bool(torch.isfinite(p.grad).all()), name
+        assert float(p.grad.abs().sum()) > 0, name
+
+
+def test_occupancy_cache_follows_parameter_updates():
+    model = _blob_model(occupancy_threshold=0.05)
+    before = model.occupancy().clone()
+    # Fused Adam does not bump the version counter: the cache must notice anyway.
+    opt = torch.optim.Adam(model.param_groups(1e-3), fused=True)
+    model.density.grad = -torch.ones_like(model.density)  # pushes every density up
+    for _ in range(20):
+        opt.step()  # raw += grid lr everywhere
+    after = model.occupancy()
+    assert int(after.sum()) > int(before.sum())
+    fresh = FastRadianceField(**SMALL, occupancy_threshold=0.05)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.occupancy(), after)
+    # So do writes through .data, and load_state_dict into an existing model.
+    model.density.data.fill_(-100.0)
+    assert not bool(model.occupancy().any())
+    model.density.data.fill_(100.0)
+    assert bool(model.occupancy().all())
+    model2 = _blob_model(occupancy_threshold=0.05)
+    assert not bool(model2.occupancy().all())
+    model2.load_state_dict(model.state_dict())
+    assert bool(model2.occupancy().all())
+
+
+def test_points_outside_the_box_are_empty():
+    model = FastRadianceField(**{**SMALL, "density_init": 5.0, "bbox": 0.5})
+    origins = torch.tensor([[0.0, 0.0, -3.0]])
+    directions = torch.tensor([[0.0, 0.0, 1.0]])
+    lengths = torch.linspace(0.1, 6.0, 60)[None]
+    dens, _ = model(RayBundle(origins, directions, lengths, torch.zeros(1, 2)))
+    z = -3.0 + lengths[0]
+    assert bool((dens[0, z.abs() > 0.5, 0] == 0).all())
+    assert bool((dens[0, z.abs() < 0.45, 0] > 0).all())
+
+
+def test_param_groups_and_extra_losses():
+    model = FastRadianceField(**SMALL, grid_lr_scale=50.0, tv_weight=0.5)
+    groups = model.param_groups(2e-3)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    assert groups[0]["lr"] == pytest.approx(0.1) and groups[1]["lr"] == pytest.approx(2e-3)
+    assert set(model.extra_losses()) == {"tv"}
+    assert FastRadianceField(**SMALL).extra_losses() == {}
+    direct = FastRadianceField(resolution=8, n_features=3, n_hidden_neurons=0)
+    assert len(direct.param_groups(1e-3)) == 1
+    _, cols = direct(_bundle(1, 16, 8))
+    assert torch.allclose(cols[cols > 0], torch.full_like(cols[cols > 0], 0.5), atol=0.03)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        (dict(resolution=1), "resolution"),
+        (dict(resolution=16.0), "resolution"),
+        (dict(resolution=True), "resolution"),
+        (dict(n_features=0), "n_features"),
+        (dict(n_hidden_neurons=-1), "n_hidden_neurons"),
+        (dict(n_hidden_neurons=0, n_features=2), "n_features"),
+        (dict(n_harmonic_functions_dir=-1), "n_harmonic_functions_dir"),
+        (dict(bbox=0.0), "bbox"),
+        (dict(bbox="1"), "bbox"),
+        (dict(bbox=math.inf), "bbox"),
+        (dict(density_init=0.0), "density_init"),
+        (dict(occupancy_threshold=-1e-3), "occupancy_threshold"),
+        (dict(occupancy_threshold=math.nan), "occupancy_threshold"),
+        (dict(termination_threshold=1.0), "termination_threshold"),
+        (dict(color_threshold=-0.1), "color_threshold"),
+        (dict(grid_lr_scale=0.0), "grid_lr_scale"),
+        (dict(tv_weight=-1.0), "tv_weight"),
+    ],
+)
+def test_bad_kwargs_raise(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        FastRadianceField(**{"resolution": 8, **kwargs})
