@@ -399,8 +399,8 @@ class Trainer:
             self.train_silhouettes[batch_idx, ..., None], xys, s.target_lookup
         )
         target_colors, target_silhouettes = (
-            target_colors.view(-1, 3),
-            target_silhouettes.view(-1, 1),
+            target_colors.reshape(-1, 3),
+            target_silhouettes.reshape(-1, 1),
         )
 
         # Render, take the named loss terms (means over rays) and backpropagate, in chunks

@@ -322,6 +322,8 @@ def test_bf16_precision_trains_and_stays_close_to_fp32(tmp_path):
 
 def test_chunked_training_step_gives_the_same_gradient(tmp_path):
     base = TINY + ["trainer.n_iter=2", "trainer.turntable_frames=0"]
+    t = build_trainer(compose_cfg(base + ["trainer.target_lookup=tutorial"]), tmp_path / "tut")
+    assert t.train_step()["loss"] > 0  # the tutorial's lookup trains too
     grads = []
     for extra in ([], ["trainer.train_chunk_size=37"]):
         t = build_trainer(compose_cfg(base + extra), tmp_path / str(len(extra)))
