@@ -19,8 +19,15 @@ def harmonic_embedding(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tens
     Returns:
         ``(..., 2 * D * n_harmonic_functions)``.
     """
-    embed = (x[..., None] * frequencies).reshape(*x.shape[:-1], x.shape[-1] * len(frequencies))
-    return torch.cat((embed.sin(), embed.cos()), dim=-1)
+    n = x.shape[-1] * len(frequencies)
+    embed = (x[..., None] * frequencies).reshape(*x.shape[:-1], n)
+    if embed.requires_grad and torch.is_grad_enabled():
+        return torch.cat((embed.sin(), embed.cos()), dim=-1)
+    # No gradient needed (the usual case: ray points): write both halves in place.
+    out = embed.new_empty(*embed.shape[:-1], 2 * n)
+    torch.sin(embed, out=out[..., :n])
+    torch.cos(embed, out=out[..., n:])
+    return out
 
 
 class HarmonicEmbedding(torch.nn.Module):

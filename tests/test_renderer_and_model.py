@@ -213,3 +213,14 @@ def test_bad_renderer_inputs():
         ImplicitRenderer(sampler, EmissionAbsorptionRaymarcher())(
             cameras=_cams(), volumetric_function=3
         )
+
+
+def test_harmonic_embedding_with_and_without_grad_agree():
+    x = torch.randn(5, 7, 3)
+    no_grad = HarmonicEmbedding(6)(x)
+    xg = x.clone().requires_grad_()
+    with_grad = HarmonicEmbedding(6)(xg)
+    torch.testing.assert_close(no_grad, with_grad.detach(), rtol=0, atol=0)
+    with_grad.sum().backward()
+    assert torch.isfinite(xg.grad).all()
+    assert HarmonicEmbedding(4)(torch.zeros(0, 3)).shape == (0, 24)

@@ -133,7 +133,10 @@ class NeuralRadianceField(torch.nn.Module):
         w_dir = first.weight[:, self.n_hidden_neurons :]
         # Per-ray part of the first layer, broadcast over the points of each ray.
         per_ray = F.linear(rays_embedding, w_dir, first.bias)
-        hidden = F.linear(features, w_feat) + per_ray[..., None, :]
+        hidden = F.linear(features, w_feat)
+        # In place: the matmul's backward does not need its output, and this saves a full
+        # pass over the (n_rays, n_pts_per_ray, n_hidden) activations.
+        hidden += per_ray[..., None, :]
         for layer in self.color_layer[1:]:
             hidden = layer(hidden)
         return hidden
