@@ -119,11 +119,11 @@ class RenderRaysamplerConf:
 
 @dataclass
 class RaysamplerConf:
-    n_rays_per_image: int = 750
-    n_pts_per_ray: int = 128
-    min_depth: float = 0.1
-    max_depth: float = 3.0
-    stratified_sampling: bool = False
+    n_rays_per_image: int = 512
+    n_pts_per_ray: int = 64
+    min_depth: float = 1.0
+    max_depth: float = 4.0
+    stratified_sampling: bool = True
     train: TrainRaysamplerConf = field(default_factory=TrainRaysamplerConf)
     render: RenderRaysamplerConf = field(default_factory=RenderRaysamplerConf)
 
@@ -207,7 +207,7 @@ class StepDecayConf:
 
 @dataclass
 class OptimizerConf:
-    lr: float = 1e-3
+    lr: float = 3e-3
     # The schedule: lr x gamma at each fraction of trainer.n_iter in decay_at.
     decay_at: list[float] = field(default_factory=lambda: [0.75])
     gamma: float = 0.1
@@ -222,7 +222,7 @@ class OptimizerConf:
 
 @dataclass
 class TrainerConf:
-    n_iter: int = 3000
+    n_iter: int = 1200
     batch_size: int = 6
     device: str = "auto"
     seed: int = 0
