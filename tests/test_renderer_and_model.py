@@ -224,3 +224,20 @@ def test_harmonic_embedding_with_and_without_grad_agree():
     with_grad.sum().backward()
     assert torch.isfinite(xg.grad).all()
     assert HarmonicEmbedding(4)(torch.zeros(0, 3)).shape == (0, 24)
+
+
+def test_bf16_autocast_keeps_density_gradients():
+    # Under bf16 the tutorial's initial densities (~3e-8) would round to 0 and freeze the
+    # density head; the model keeps that head in fp32.
+    torch.manual_seed(0)
+    model = NeuralRadianceField(6, 32)
+    rb = MonteCarloRaysampler(-1, 1, -1, 1, 64, 16, 1.0, 4.0)(_cams())
+    grads = []
+    for enabled in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            d, c = model(rb)
+        EmissionAbsorptionRaymarcher()(d.float(), c.float()).square().mean().backward()
+        grads.append(model.density_layer[0].bias.grad.clone())
+    assert grads[1].abs().item() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=0.05, atol=0)

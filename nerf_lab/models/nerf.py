@@ -120,7 +120,10 @@ class NeuralRadianceField(torch.nn.Module):
     def _get_densities(
         self, features: torch.Tensor, lengths: torch.Tensor, directions: torch.Tensor
     ) -> torch.Tensor:
-        raw_densities = self.density_layer(features)
+        # Always in fp32: under bf16 autocast the tiny initial densities (softplus of -1.5
+        # with beta 10 is ~3e-8) round to exactly 0 and stop every density gradient.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            raw_densities = self.density_layer(features.float())
         spacing = sample_spacing(lengths, directions) if self.density_scaling == "spacing" else None
         return density_to_opacity(raw_densities, spacing)
 
