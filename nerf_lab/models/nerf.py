@@ -123,7 +123,9 @@ class NeuralRadianceField(torch.nn.Module):
         # Always in fp32: under bf16 autocast the tiny initial densities (softplus of -1.5
         # with beta 10 is ~3e-8) round to exactly 0 and stop every density gradient.
         with torch.autocast(device_type=features.device.type, enabled=False):
-            raw_densities = self.density_layer(features.float())
+            if features.dtype not in (torch.float32, torch.float64):
+                features = features.float()
+            raw_densities = self.density_layer(features)
         spacing = sample_spacing(lengths, directions) if self.density_scaling == "spacing" else None
         return density_to_opacity(raw_densities, spacing)
 
