@@ -49,6 +49,7 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Write a file atomically: ``write(fileobj)`` into a temp file, fsync, ``os.replace``."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

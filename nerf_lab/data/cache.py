@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 
 from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.checkpoint import atomic_write_bytes
 from nerf_lab.data.mesh import file_sha256
 from nerf_lab.data.scene import Scene
 
@@ -58,20 +58,6 @@ def scene_cache_key(kind: str, params: Mapping[str, Any], files: Iterable[Path] 
     }
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
-
-
-def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Write a file atomically: ``write(file_object)`` into a temporary file, then replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_scene(scene: Scene, path: str | Path) -> None:
