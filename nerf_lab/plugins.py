@@ -17,6 +17,14 @@ PLUGINS: dict[tuple[str, str], tuple[str, str]] = {
 _OVERRIDE = re.compile(r"override\s+/?(hydra/(?:launcher|sweeper))\s*:\s*([\w-]+)")
 
 
+def plugin_installed(module: str) -> bool:
+    """Whether ``hydra_plugins.<module>`` can be imported (False without any plugin)."""
+    try:
+        return importlib.util.find_spec(f"hydra_plugins.{module}") is not None
+    except ModuleNotFoundError:  # no hydra_plugins namespace at all
+        return False
+
+
 def missing_plugin_message(argv: list[str], conf_dir: str | Path) -> str | None:
     """The message for the first plugin that ``argv`` needs (directly, or through a
     ``+sweep=...`` study's defaults list) and that is not installed; None if all are."""
@@ -31,7 +39,7 @@ def missing_plugin_message(argv: list[str], conf_dir: str | Path) -> str | None:
                 wanted += _OVERRIDE.findall(path.read_text())
     for group, option in wanted:
         module, extra = PLUGINS.get((group, option), (None, None))
-        if module and importlib.util.find_spec(f"hydra_plugins.{module}") is None:
+        if module and not plugin_installed(module):
             return (
                 f"{group}={option} needs the Hydra plugin 'hydra_plugins.{module}', which is not "
                 f"installed. Install it with:  pip install 'nerf_lab[{extra}]'  "

@@ -172,6 +172,13 @@ def xy_to_ray_bundle(
     )
 
 
+def ndc_extent(image_height: int, image_width: int) -> tuple[float, float]:
+    """Half-extents ``(range_x, range_y)`` of an image in PyTorch3D's NDC: the shorter side
+    spans [-1, 1], the longer side ``[-long/short, long/short]``."""
+    s = min(image_height, image_width)
+    return image_width / s, image_height / s
+
+
 def ndc_pixel_grid(
     image_height: int, image_width: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
@@ -184,10 +191,7 @@ def ndc_pixel_grid(
     Returns:
         ``(image_height, image_width, 2)`` with ``[..., 0] = x`` and ``[..., 1] = y``.
     """
-    if image_width >= image_height:
-        range_x, range_y = image_width / image_height, 1.0
-    else:
-        range_x, range_y = 1.0, image_height / image_width
+    range_x, range_y = ndc_extent(image_height, image_width)
     half_pix_width = range_x / image_width
     half_pix_height = range_y / image_height
     ys = torch.linspace(

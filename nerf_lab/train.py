@@ -27,6 +27,7 @@ from nerf_lab.checkpoint import load_checkpoint, load_latest
 from nerf_lab.config import TrainerConf, check_config, check_writable, register_configs
 from nerf_lab.perf import tune_malloc
 from nerf_lab.plugins import missing_plugin_message
+from nerf_lab.raysamplers import ndc_extent
 from nerf_lab.trainer import Trainer, TrainingInterrupted, write_json_atomic
 
 log = logging.getLogger("nerf_lab")
@@ -61,12 +62,6 @@ def flat_hparams(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
             v = str(OmegaConf.to_container(v))
         out[key] = v if isinstance(v, (bool, int, float, str)) else str(v)
     return out
-
-
-def ndc_extent(height: int, width: int) -> tuple[float, float]:
-    """Half-extent ``(range_x, range_y)`` of an image in PyTorch3D's NDC."""
-    s = min(height, width)
-    return width / s, height / s
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

@@ -29,7 +29,7 @@ from nerf_lab.checkpoint import atomic_write_bytes, load_latest, save_checkpoint
 from nerf_lab.config import TrainerConf
 from nerf_lab.metrics import mse_to_psnr, psnr, ssim
 from nerf_lab.optim import decay_milestones
-from nerf_lab.raysamplers import RayBundle
+from nerf_lab.raysamplers import RayBundle, ndc_extent
 from nerf_lab.renderer import (
     ImplicitRenderer,
     flatten_ray_bundle,
@@ -93,8 +93,7 @@ def sample_images_at_rays(
         return sampled.permute(0, 2, 3, 1).reshape(batch, *spatial, channels)
     if lookup != "pixel":
         raise ValueError(f"lookup must be 'pixel' or 'tutorial'; got {lookup!r}.")
-    s = min(height, width)
-    range_x, range_y = width / s, height / s
+    range_x, range_y = ndc_extent(height, width)
     col = ((range_x - xy[..., 0]) * (width / (2 * range_x))).floor().long().clamp(0, width - 1)
     row = ((range_y - xy[..., 1]) * (height / (2 * range_y))).floor().long().clamp(0, height - 1)
     flat = images.reshape(batch, height * width, channels)

@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nerf_lab.config import check_config
+from nerf_lab.plugins import plugin_installed
 from tests.test_train import CONF, TINY, compose_cfg
 
 REPO = CONF.parent
@@ -51,7 +52,7 @@ def tiny_sweep(sweep_dir: Path, *swept: str) -> list[str]:
 
 
 def has_plugin(module: str) -> bool:
-    return importlib.util.find_spec(f"hydra_plugins.{module}") is not None
+    return plugin_installed(module)
 
 
 def train_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
