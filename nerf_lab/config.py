@@ -409,7 +409,12 @@ def check_config(cfg: DictConfig) -> None:
     fov = _get(cfg, "data.fov")
     if fov is not None:
         need("data.fov", _is_num(fov) and 0 < fov < 180, "a number of degrees in (0, 180)")
-    one_of("data.background", ("black", "white"))
+    bgd = _get(cfg, "data.background")
+    if bgd is not None:
+        ok = bgd in ("black", "white") or (
+            OmegaConf.is_list(bgd) and len(bgd) == 3 and all(_is_num(c) for c in bgd)
+        )
+        need("data.background", ok, "'black', 'white' or a list of 3 numbers in [0, 1]")
     one_of("data.silhouette", ("pytorch3d", "hard"))
     for key in ("data.path", "data.data_dir"):
         p = _get(cfg, key)

@@ -221,3 +221,11 @@ def test_scene_validation_errors_reach_the_user_through_train(tmp_path):
     assert "transforms_train.json" in msg and "camera_angle_x" in msg and "missing" in msg, msg
     status = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert status["status"] == "failed" and "SceneValidationError" in status["error"]
+
+
+def test_background_accepts_names_and_rgb_lists():
+    from nerf_lab.config import check_config
+
+    check_config(compose_cfg(TINY + ["data.background=[1.0,1.0,1.0]"]))
+    with pytest.raises(ConfigValueError, match=re.escape("data.background='pink'")):
+        check_config(compose_cfg(TINY + ["data.background=pink"]))
