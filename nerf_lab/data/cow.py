@@ -15,6 +15,7 @@ from nerf_lab.data.mesh import TexturedMesh, load_obj_mesh, normalize_mesh
 from nerf_lab.data.render import SILHOUETTE_MODES, render_mesh
 from nerf_lab.data.scene import Scene, SceneValidationError, concat_cameras
 from nerf_lab.data.views import held_out_interior, orbit_cameras
+from nerf_lab.raysamplers import check_positive_int
 
 COW_URL = "https://dl.fbaipublicfiles.com/pytorch3d/data/cow_mesh/"
 COW_FILES = {
@@ -95,12 +96,6 @@ def load_cow_mesh(data_dir: str | Path | None = None) -> TexturedMesh:
     return normalize_mesh(load_obj_mesh(cow_mesh_dir(data_dir) / "cow.obj"))
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}.")
-    return value
-
-
 def cow_cameras(num_views: int = 40, azimuth_range: float = 180.0) -> FoVPerspectiveCameras:
     """The tutorial's cameras: distance 2.7, elevation 0, azimuth ``linspace(-r, r, n) + 180``."""
     elev = torch.linspace(0, 0, num_views)
@@ -136,8 +131,8 @@ def generate_cow_renders(
         ``cameras`` (``num_views``), ``images (num_views, S, S, 3)`` float32 in [0, 1] and
         ``silhouettes (num_views, S, S)`` float32 in {0, 1}.
     """
-    _check_positive_int("num_views", num_views)
-    _check_positive_int("image_size", image_size)
+    check_positive_int("num_views", num_views)
+    check_positive_int("image_size", image_size)
     if silhouette not in SILHOUETTE_MODES:
         raise ValueError(f"silhouette must be one of {SILHOUETTE_MODES}; got {silhouette!r}.")
     mesh = load_cow_mesh(data_dir)
@@ -193,9 +188,9 @@ def cow_scene(
         The scene; its views are ordered: tutorial views, then extra test views, then
         elevated views.
     """
-    _check_positive_int("num_views", num_views)
-    _check_positive_int("image_size", image_size)
-    _check_positive_int("n_test_views", n_test_views)
+    check_positive_int("num_views", num_views)
+    check_positive_int("image_size", image_size)
+    check_positive_int("n_test_views", n_test_views)
     if isinstance(elevated_test_views, bool) or not isinstance(elevated_test_views, int):
         raise ValueError(f"elevated_test_views must be an int >= 0; got {elevated_test_views!r}.")
     if elevated_test_views < 0:
