@@ -104,6 +104,24 @@ def cow_cameras(num_views: int = 40, azimuth_range: float = 180.0) -> FoVPerspec
     return FoVPerspectiveCameras(R=R, T=T)
 
 
+def render_cow(
+    mesh: TexturedMesh, cameras: FoVPerspectiveCameras, image_size: int, silhouette: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tutorial's shading of the cow: point light at (0, 0, -3), black background.
+
+    Returns:
+        images ``(n_views, S, S, 3)`` and silhouettes ``(n_views, S, S)``.
+    """
+    return render_mesh(
+        mesh,
+        cameras,
+        image_size,
+        light_location=COW_LIGHT_LOCATION,
+        background_color=(0.0, 0.0, 0.0),
+        silhouette=silhouette,
+    )
+
+
 def generate_cow_renders(
     num_views: int = 40,
     data_dir: str | Path | None = None,
@@ -135,16 +153,8 @@ def generate_cow_renders(
     check_positive_int("image_size", image_size)
     if silhouette not in SILHOUETTE_MODES:
         raise ValueError(f"silhouette must be one of {SILHOUETTE_MODES}; got {silhouette!r}.")
-    mesh = load_cow_mesh(data_dir)
     cameras = cow_cameras(num_views, float(azimuth_range))
-    images, silhouettes = render_mesh(
-        mesh,
-        cameras,
-        image_size,
-        light_location=COW_LIGHT_LOCATION,
-        background_color=(0.0, 0.0, 0.0),
-        silhouette=silhouette,
-    )
+    images, silhouettes = render_cow(load_cow_mesh(data_dir), cameras, image_size, silhouette)
     return cameras, images, silhouettes
 
 
@@ -265,15 +275,7 @@ def _build_cow_scene(
         splits["test_elevated"] = torch.arange(n, n + k)
         n += k
     cameras = concat_cameras(cams) if len(cams) > 1 else tutorial
-    mesh = load_cow_mesh(folder)
-    images, silhouettes = render_mesh(
-        mesh,
-        cameras,
-        image_size,
-        light_location=COW_LIGHT_LOCATION,
-        background_color=(0.0, 0.0, 0.0),
-        silhouette=silhouette,
-    )
+    images, silhouettes = render_cow(load_cow_mesh(folder), cameras, image_size, silhouette)
     return Scene(
         name="cow",
         cameras=cameras,
