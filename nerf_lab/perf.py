@@ -10,21 +10,27 @@ import sys
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
+_INT_MAX = 2**31 - 1  # mallopt takes a C int: larger values wrap around
 _tuned = False
 
 
-def tune_malloc(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 34) -> bool:
+def tune_malloc(trim_threshold: int = _INT_MAX) -> bool:
     """Make glibc reuse freed memory for large tensors instead of fresh ``mmap`` calls.
 
-    By default glibc serves every allocation above ~32 MiB with a new ``mmap`` and
-    returns it to the OS on free, so each large activation tensor costs page faults on
-    first touch: with NeRF's big per-point tensors, that allocation churn is a large
-    share of the CPU time (system time). Raising the mmap and trim thresholds keeps
-    the memory in the heap for reuse. Peak memory is unchanged; the process may hold
-    on to its peak after it falls. A no-op (returning False) off glibc.
+    By default glibc serves every allocation above its mmap threshold (at most 32 MiB,
+    however it is set) with a new ``mmap`` and unmaps it on free, so each large
+    activation tensor costs a page fault per 4 KiB page on first touch: with NeRF's
+    per-point tensors (hundreds of MB each) that churn is a large share of the CPU time
+    (system time), and it slows every kernel that writes a fresh output. Setting
+    ``M_MMAP_MAX`` to 0 serves all allocations from the heap, and a high trim threshold
+    keeps freed memory there for reuse. Peak memory is unchanged; the process holds on
+    to its peak after it falls. Call it before the first large allocation. A no-op
+    (returning False) off glibc.
     """
     global _tuned
+    if not 0 <= trim_threshold <= _INT_MAX:
+        raise ValueError(f"trim_threshold must be in [0, {_INT_MAX}]; got {trim_threshold!r}.")
     if _tuned:
         return True
     if not sys.platform.startswith("linux"):
@@ -34,11 +40,9 @@ def tune_malloc(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 34) ->
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    ok_mmap = (
-        mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1 or mallopt(_M_MMAP_THRESHOLD, 1 << 25) == 1
-    )
+    ok_mmap = mallopt(_M_MMAP_MAX, 0) == 1
     ok_trim = mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
     _tuned = ok_mmap and ok_trim
     if not _tuned:
-        log.debug("mallopt tuning not applied (mmap=%s, trim=%s)", ok_mmap, ok_trim)
+        log.debug("mallopt tuning not applied (mmap_max=%s, trim=%s)", ok_mmap, ok_trim)
     return _tuned
