@@ -146,6 +146,7 @@ class NeRFModelConf:
     n_hidden_neurons: int = 256
     omega0: float = 0.1
     density_scaling: str = "none"
+    render_color_threshold: float = 0.0
 
 
 @dataclass
@@ -162,6 +163,8 @@ class FastModelConf:
     color_threshold: float = 1e-5
     grid_lr_scale: float = 100.0
     tv_weight: float = 0.0
+    tv_feature_weight: float = 0.0
+    feature_init: float = 0.1
 
 
 # --------------------------------------------------------------------------- loss
@@ -376,6 +379,9 @@ def check_config(cfg: DictConfig) -> None:
             positive_int(f"model.{k}")
         positive_num("model.omega0")
         one_of("model.density_scaling", ("none", "spacing"))
+        v = _get(cfg, "model.render_color_threshold")
+        if v is not None:
+            need("model.render_color_threshold", _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
 
     # loss
     positive_num("loss.scaling")

@@ -241,3 +241,46 @@ def test_bf16_autocast_keeps_density_gradients():
         grads.append(model.density_layer[0].bias.grad.clone())
     assert grads[1].abs().item() > 0
     torch.testing.assert_close(grads[1], grads[0], rtol=0.05, atol=0)
+
+
+def _opaque_nerf(**kwargs):
+    """A small NeRF whose densities vary from nearly transparent to nearly opaque."""
+    torch.manual_seed(3)
+    model = NeuralRadianceField(4, 16, **kwargs)
+    with torch.no_grad():
+        model.density_layer[0].bias.fill_(0.05)
+        model.density_layer[0].weight.mul_(20.0)
+    return model
+
+
+def test_render_color_threshold_skips_only_invisible_points():
+    t = 1e-3
+    exact, fast = _opaque_nerf(), _opaque_nerf(render_color_threshold=t)
+    rb = NDCMultinomialRaysampler(
+        image_height=8, image_width=6, n_pts_per_ray=24, min_depth=1.0, max_depth=4.0
+    )(_cams())
+    with torch.no_grad():
+        d_ref, c_ref = exact(rb)
+        d, c = fast(rb)
+    torch.testing.assert_close(d, d_ref, rtol=0, atol=0)
+    # Compositing weights by an obvious loop over the points of each ray.
+    alphas = d_ref[..., 0].reshape(-1, 24)
+    weights = torch.zeros_like(alphas)
+    for r in range(alphas.shape[0]):
+        light = 1.0
+        for i in range(24):
+            weights[r, i] = alphas[r, i] * light
+            light *= 1.0 - float(alphas[r, i])
+    visible = (weights > t).reshape(c.shape[:-1])
+    assert 0 < visible.sum() < visible.numel()  # the test exercises both cases
+    torch.testing.assert_close(c[visible], c_ref[visible], atol=1e-6, rtol=1e-5)
+    assert (c[~visible] == 0).all()
+    marcher = EmissionAbsorptionRaymarcher()
+    img = marcher(rays_densities=d, rays_features=c, ray_bundle=rb)
+    img_ref = marcher(rays_densities=d_ref, rays_features=c_ref, ray_bundle=rb)
+    assert (img - img_ref).abs().max() <= 24 * t
+    # With autograd on (training), every point is decoded: the exact function.
+    d_g, c_g = fast(rb)
+    torch.testing.assert_close(c_g, c_ref)
+    with pytest.raises(ValueError, match="render_color_threshold"):
+        NeuralRadianceField(4, 16, render_color_threshold=1.5)

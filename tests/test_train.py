@@ -157,6 +157,7 @@ def test_bad_key_and_bad_values_fail_clearly():
             "trainer.n_iter=0",
             "data=procedural",
             "data.fov=180",
+            "model.render_color_threshold=1.0",
         ]
     )
     with pytest.raises(ConfigValueError) as e:
@@ -167,6 +168,7 @@ def test_bad_key_and_bad_values_fail_clearly():
         "optimizer.lr=-1",
         "trainer.n_iter=0: must be an integer >= 1",
         "data.fov=180",
+        "model.render_color_threshold=1.0: must be a number in [0, 1)",
     ):
         assert needle in msg, msg
 

@@ -48,6 +48,7 @@ __all__ = [
     "occupancy_from_density",
     "point_occupancy",
     "ray_box_interval",
+    "total_variation",
     "transmittance",
     "trilinear_corners",
     "trilinear_interpolate",
@@ -216,6 +217,23 @@ def transmittance(alphas: torch.Tensor) -> torch.Tensor:
     return torch.cat((torch.ones_like(cum[..., :1]), cum[..., :-1]), dim=-1)
 
 
+def total_variation(grid: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring vertices, summed over the 3 axes.
+
+    Args:
+        grid: ``(D, H, W, C)`` channel-last grid.
+
+    Returns:
+        ``()`` the sum over axes of the mean (over vertex pairs and channels) of the
+        squared differences.
+    """
+    return (
+        (grid[1:] - grid[:-1]).pow(2).mean()
+        + (grid[:, 1:] - grid[:, :-1]).pow(2).mean()
+        + (grid[:, :, 1:] - grid[:, :, :-1]).pow(2).mean()
+    )
+
+
 #: Raw densities are clamped here before the exponential (no overflow, no NaN gradient).
 MAX_LOG_DENSITY = 20.0
 
@@ -307,6 +325,8 @@ class FastRadianceField(torch.nn.Module):
         color_threshold: float = 1e-5,
         grid_lr_scale: float = 100.0,
         tv_weight: float = 0.0,
+        tv_feature_weight: float = 0.0,
+        feature_init: float = 0.1,
     ) -> None:
         super().__init__()
         self.resolution = _int("resolution", resolution, 2)
@@ -330,6 +350,8 @@ class FastRadianceField(torch.nn.Module):
             raise ValueError(f"color_threshold must be < 1; got {color_threshold!r}.")
         self.grid_lr_scale = _float("grid_lr_scale", grid_lr_scale, 0.0, strict=True)
         self.tv_weight = _float("tv_weight", tv_weight, 0.0, strict=False)
+        feature_init = _float("feature_init", feature_init, 0.0, strict=False)
+        self.tv_feature_weight = _float("tv_feature_weight", tv_feature_weight, 0.0, strict=False)
         if self.n_hidden_neurons == 0 and self.n_features < 3:
             raise ValueError(
                 f"n_hidden_neurons=0 decodes colours from the first 3 features, so n_features "
@@ -340,7 +362,7 @@ class FastRadianceField(torch.nn.Module):
         # sigma = exp(raw + shift); raw starts at 0, i.e. sigma = density_init.
         self.shift = math.log(self.density_init)
         self.density = torch.nn.Parameter(torch.zeros(r**3, 1))
-        self.features = torch.nn.Parameter(torch.empty(r**3, self.n_features).uniform_(-0.1, 0.1))
+        self.features = torch.nn.Parameter(torch.empty(r**3, self.n_features).uniform_(-feature_init, feature_init))
         if self.n_hidden_neurons > 0:
             self.dir_embedding = (
                 HarmonicEmbedding(self.n_harmonic_functions_dir, omega0=1.0, append_input=True)
@@ -489,13 +511,12 @@ class FastRadianceField(torch.nn.Module):
 
     def extra_losses(self) -> dict[str, torch.Tensor]:
         """``{"tv": ...}``: total variation of the raw density grid, if ``tv_weight > 0``."""
-        if self.tv_weight <= 0.0:
-            return {}
         r = self.resolution
-        g = self.density.view(r, r, r)
-        tv = (
-            (g[1:] - g[:-1]).pow(2).mean()
-            + (g[:, 1:] - g[:, :-1]).pow(2).mean()
-            + (g[:, :, 1:] - g[:, :, :-1]).pow(2).mean()
-        )
-        return {"tv": self.tv_weight * tv}
+        out = {}
+        if self.tv_weight > 0.0:
+            out["tv"] = self.tv_weight * total_variation(self.density.view(r, r, r, 1))
+        if self.tv_feature_weight > 0.0:
+            out["tv_feature"] = self.tv_feature_weight * total_variation(
+                self.features.view(r, r, r, self.n_features)
+            )
+        return out

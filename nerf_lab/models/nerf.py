@@ -73,6 +73,12 @@ class NeuralRadianceField(torch.nn.Module):
         omega0: lowest harmonic frequency.
         density_scaling: ``"none"`` (tutorial: opacity ``1 - exp(-sigma)``) or
             ``"spacing"`` (``1 - exp(-sigma * delta)`` with the world-space sample spacing).
+        render_color_threshold: when > 0, calls without autograd (rendering) decode
+            colours only at points whose compositing weight ``alpha_i T_i`` exceeds it
+            (``T_i = prod_{j<i} (1 - alpha_j)``, as the emission-absorption raymarcher);
+            other points get colour 0, which changes a composited colour by at most
+            ``n_pts_per_ray * render_color_threshold``. Densities are always exact, and
+            training (autograd on) always evaluates every point. 0 (default): off.
 
     Returns of ``forward``: densities ``(..., n_pts_per_ray, 1)`` in [0, 1] and colours
     ``(..., n_pts_per_ray, 3)`` in [0, 1], for a bundle of leading shape ``(...)``.
@@ -84,6 +90,7 @@ class NeuralRadianceField(torch.nn.Module):
         n_hidden_neurons: int = 256,
         omega0: float = 0.1,
         density_scaling: str = "none",
+        render_color_threshold: float = 0.0,
     ) -> None:
         super().__init__()
         if isinstance(n_hidden_neurons, bool) or not isinstance(n_hidden_neurons, int):
@@ -94,7 +101,16 @@ class NeuralRadianceField(torch.nn.Module):
             raise ValueError(
                 f"density_scaling must be one of {DENSITY_SCALINGS}; got {density_scaling!r}."
             )
+        if (
+            isinstance(render_color_threshold, bool)
+            or not isinstance(render_color_threshold, int | float)
+            or not 0.0 <= render_color_threshold < 1.0
+        ):
+            raise ValueError(
+                f"render_color_threshold must be a number in [0, 1); got {render_color_threshold!r}."
+            )
         self.density_scaling = density_scaling
+        self.render_color_threshold = float(render_color_threshold)
         self.harmonic_embedding = HarmonicEmbedding(n_harmonic_functions, omega0)
         embedding_dim = n_harmonic_functions * 2 * 3
         self.mlp = torch.nn.Sequential(
@@ -129,15 +145,17 @@ class NeuralRadianceField(torch.nn.Module):
         spacing = sample_spacing(lengths, directions) if self.density_scaling == "spacing" else None
         return density_to_opacity(raw_densities, spacing)
 
+    def _color_first_layer_per_ray(self, rays_directions: torch.Tensor) -> torch.Tensor:
+        """Direction part (and bias) of the colour head's first layer: ``(..., H)``."""
+        rays_embedding = self.harmonic_embedding(F.normalize(rays_directions, dim=-1))
+        first = self.color_layer[0]
+        return F.linear(rays_embedding, first.weight[:, self.n_hidden_neurons :], first.bias)
+
     def _get_colors(self, features: torch.Tensor, rays_directions: torch.Tensor) -> torch.Tensor:
         """Colours from point features ``(..., P, H)`` and directions ``(..., 3)``."""
-        rays_directions_normed = F.normalize(rays_directions, dim=-1)
-        rays_embedding = self.harmonic_embedding(rays_directions_normed)
-        first = self.color_layer[0]
-        w_feat = first.weight[:, : self.n_hidden_neurons]
-        w_dir = first.weight[:, self.n_hidden_neurons :]
         # Per-ray part of the first layer, broadcast over the points of each ray.
-        per_ray = F.linear(rays_embedding, w_dir, first.bias)
+        per_ray = self._color_first_layer_per_ray(rays_directions)
+        w_feat = self.color_layer[0].weight[:, : self.n_hidden_neurons]
         hidden = F.linear(features, w_feat)
         # In place: the matmul's backward does not need its output, and this saves a full
         # pass over the (n_rays, n_pts_per_ray, n_hidden) activations.
@@ -152,8 +170,33 @@ class NeuralRadianceField(torch.nn.Module):
         embeds = self.harmonic_embedding(rays_points_world)
         features = self.mlp(embeds)
         rays_densities = self._get_densities(features, ray_bundle.lengths, ray_bundle.directions)
-        rays_colors = self._get_colors(features, ray_bundle.directions)
+        if self.render_color_threshold > 0.0 and not torch.is_grad_enabled():
+            rays_colors = self._get_visible_colors(
+                features, ray_bundle.directions, rays_densities[..., 0]
+            )
+        else:
+            rays_colors = self._get_colors(features, ray_bundle.directions)
         return rays_densities, rays_colors
+
+    def _get_visible_colors(
+        self, features: torch.Tensor, rays_directions: torch.Tensor, opacities: torch.Tensor
+    ) -> torch.Tensor:
+        """Colours ``(..., P, 3)`` decoded only where the compositing weight is above
+        ``render_color_threshold`` (0 elsewhere), from features ``(..., P, H)``,
+        directions ``(..., 3)`` and opacities ``(..., P)``."""
+        lead, n_pts = opacities.shape[:-1], opacities.shape[-1]
+        alphas = opacities.reshape(-1, n_pts).float()
+        trans = torch.cumprod(1.0 - alphas, dim=-1)
+        trans = torch.cat((torch.ones_like(trans[:, :1]), trans[:, :-1]), dim=-1)
+        visible = ((alphas * trans) > self.render_color_threshold).reshape(-1).nonzero()[:, 0]
+        per_ray = self._color_first_layer_per_ray(rays_directions.reshape(-1, 3))
+        w_feat = self.color_layer[0].weight[:, : self.n_hidden_neurons]
+        hidden = F.linear(features.reshape(-1, features.shape[-1])[visible], w_feat)
+        hidden += per_ray[torch.div(visible, n_pts, rounding_mode="floor")]
+        for layer in self.color_layer[1:]:
+            hidden = layer(hidden)
+        colors = hidden.new_zeros(alphas.numel(), 3).index_copy_(0, visible, hidden)
+        return colors.reshape(*lead, n_pts, 3)
 
     def batched_forward(
         self, ray_bundle: RayBundle, n_batches: int = 16, **kwargs: Any
