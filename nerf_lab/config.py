@@ -164,7 +164,6 @@ class FastModelConf:
     grid_lr_scale: float = 100.0
     tv_weight: float = 0.0
     tv_feature_weight: float = 0.0
-    feature_init: float = 0.1
 
 
 # --------------------------------------------------------------------------- loss

@@ -263,6 +263,23 @@ def test_param_groups_and_extra_losses():
     assert groups[0]["lr"] == pytest.approx(0.1) and groups[1]["lr"] == pytest.approx(2e-3)
     assert set(model.extra_losses()) == {"tv"}
     assert FastRadianceField(**SMALL).extra_losses() == {}
+    both = FastRadianceField(**SMALL, tv_weight=0.5, tv_feature_weight=2.0)
+    losses = both.extra_losses()
+    assert set(losses) == {"tv", "tv_feature"}
+    # Against an obvious loop over neighbouring vertex pairs.
+    r, c = both.resolution, both.n_features
+    g = both.features.detach().view(r, r, r, c)
+    total = 0.0
+    for axis in range(3):
+        n_pairs = 0
+        acc = 0.0
+        for i in range(r - 1):
+            a = g.narrow(axis, i, 1)
+            b = g.narrow(axis, i + 1, 1)
+            acc += float((b - a).pow(2).sum())
+            n_pairs += a.numel()
+        total += acc / n_pairs
+    assert float(losses["tv_feature"]) == pytest.approx(2.0 * total, rel=1e-5)
     direct = FastRadianceField(resolution=8, n_features=3, n_hidden_neurons=0)
     assert len(direct.param_groups(1e-3)) == 1
     _, cols = direct(_bundle(1, 16, 8))

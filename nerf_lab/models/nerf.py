@@ -107,7 +107,8 @@ class NeuralRadianceField(torch.nn.Module):
             or not 0.0 <= render_color_threshold < 1.0
         ):
             raise ValueError(
-                f"render_color_threshold must be a number in [0, 1); got {render_color_threshold!r}."
+                "render_color_threshold must be a number in [0, 1); "
+                f"got {render_color_threshold!r}."
             )
         self.density_scaling = density_scaling
         self.render_color_threshold = float(render_color_threshold)
