@@ -164,6 +164,7 @@ class FastModelConf:
     grid_lr_scale: float = 100.0
     tv_weight: float = 0.0
     tv_feature_weight: float = 0.0
+    tv_feature_samples: int = 0
 
 
 # --------------------------------------------------------------------------- loss

@@ -20,6 +20,8 @@ from nerf_lab import (
 )
 from nerf_lab.models.fast import (
     FastRadianceField,
+    sampled_total_variation,
+    total_variation,
     transmittance,
     trilinear_corners,
     trilinear_interpolate,
@@ -311,3 +313,28 @@ def test_param_groups_and_extra_losses():
 def test_bad_kwargs_raise(kwargs, word):
     with pytest.raises(ValueError, match=word):
         FastRadianceField(**{"resolution": 8, **kwargs})
+
+
+def test_sampled_total_variation_is_unbiased_and_sparse():
+    torch.manual_seed(0)
+    grid = torch.randn(5, 6, 7, 3)
+    # Its expectation, by an obvious loop: each base vertex (z, y, x) < (D-1, H-1, W-1)
+    # with its 3 forward neighbours, averaged over vertices and channels.
+    d, h, w, _ = grid.shape
+    expect = 0.0
+    n = 0
+    for z in range(d - 1):
+        for y in range(h - 1):
+            for x in range(w - 1):
+                v = grid[z, y, x]
+                for nb in (grid[z + 1, y, x], grid[z, y + 1, x], grid[z, y, x + 1]):
+                    expect += float((nb - v).pow(2).mean())
+                n += 1
+    expect /= n
+    estimates = torch.stack([sampled_total_variation(grid, 4096) for _ in range(200)])
+    assert float(estimates.mean()) == pytest.approx(expect, rel=0.01)
+    assert float(total_variation(grid)) == pytest.approx(expect, rel=0.1)  # boundary only
+    # The gradient touches only the sampled vertices and their neighbours.
+    g = grid.clone().requires_grad_(True)
+    sampled_total_variation(g, 3).backward()
+    assert 0 < int((g.grad.abs().sum(-1) > 0).sum()) <= 3 * 4
