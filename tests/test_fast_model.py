@@ -331,10 +331,32 @@ def test_sampled_total_variation_is_unbiased_and_sparse():
                     expect += float((nb - v).pow(2).mean())
                 n += 1
     expect /= n
-    estimates = torch.stack([sampled_total_variation(grid, 4096) for _ in range(200)])
+    table = grid.reshape(-1, 3)
+    estimates = torch.stack([sampled_total_variation(table, (d, h, w), 4096) for _ in range(200)])
     assert float(estimates.mean()) == pytest.approx(expect, rel=0.01)
     assert float(total_variation(grid)) == pytest.approx(expect, rel=0.1)  # boundary only
     # The gradient touches only the sampled vertices and their neighbours.
-    g = grid.clone().requires_grad_(True)
-    sampled_total_variation(g, 3).backward()
-    assert 0 < int((g.grad.abs().sum(-1) > 0).sum()) <= 3 * 4
+    g = table.clone().requires_grad_(True)
+    sampled_total_variation(g, (d, h, w), 3).backward()
+    assert g.grad.is_sparse
+    assert 0 < int((g.grad.to_dense().abs().sum(-1) > 0).sum()) <= 3 * 4
+    # Its gradient is the estimate's: compare with autograd through plain indexing.
+    torch.manual_seed(5)
+    g1 = table.clone().requires_grad_(True)
+    sampled_total_variation(g1, (d, h, w), 64).backward()
+    torch.manual_seed(5)
+    z, y, x = (torch.randint(0, n - 1, (64,)) for n in (d, h, w))
+    g2 = table.clone().requires_grad_(True)
+    flat = g2
+    base = (z * h + y) * w + x
+    ref = sum((flat[base + o] - flat[base]).pow(2).mean() for o in (h * w, w, 1))
+    ref.backward()
+    torch.testing.assert_close(g1.grad.to_dense(), g2.grad)
+
+
+def test_feature_tv_gives_the_optimizer_a_dense_gradient():
+    model = FastRadianceField(**SMALL, tv_feature_weight=0.1, tv_feature_samples=50)
+    d, c = model(_bundle(2, 16, 8))
+    (c.sum() + d.sum() + sum(model.extra_losses().values())).backward()
+    assert not model.features.grad.is_sparse
+    torch.optim.Adam(model.parameters()).step()

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nerf_lab.encodings import HarmonicEmbedding
+from nerf_lab.raymarchers import shifted_cumprod
 from nerf_lab.raysamplers import RayBundle, ray_bundle_to_ray_points
 from nerf_lab.renderer import chunked_volumetric_function
 
@@ -187,9 +188,8 @@ class NeuralRadianceField(torch.nn.Module):
         directions ``(..., 3)`` and opacities ``(..., P)``."""
         lead, n_pts = opacities.shape[:-1], opacities.shape[-1]
         alphas = opacities.reshape(-1, n_pts).float()
-        trans = torch.cumprod(1.0 - alphas, dim=-1)
-        trans = torch.cat((torch.ones_like(trans[:, :1]), trans[:, :-1]), dim=-1)
-        visible = ((alphas * trans) > self.render_color_threshold).reshape(-1).nonzero()[:, 0]
+        weights = alphas * shifted_cumprod(1.0 - alphas)
+        visible = (weights > self.render_color_threshold).reshape(-1).nonzero()[:, 0]
         per_ray = self._color_first_layer_per_ray(rays_directions.reshape(-1, 3))
         w_feat = self.color_layer[0].weight[:, : self.n_hidden_neurons]
         hidden = F.linear(features.reshape(-1, features.shape[-1])[visible], w_feat)
