@@ -44,9 +44,10 @@ def _faults(mode: str) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
 def test_tune_malloc_reuses_large_blocks_without_page_faults():
     # 4 steps x 320 MiB is 327680 pages: untuned glibc maps every large tensor afresh
-    # and faults all of its pages in; tuned, the heap's freed blocks are reused.
+    # and faults all of its pages in; tuned, the heap's freed blocks are reused (at most
+    # one 96 MiB tensor, 24576 pages, was seen to land on fresh heap in 12 runs).
     assert _faults("default") > 300_000
-    assert _faults("tuned") < 20_000
+    assert _faults("tuned") < 80_000
 
 
 def test_tune_malloc_rejects_thresholds_mallopt_cannot_take():
