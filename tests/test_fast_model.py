@@ -281,7 +281,7 @@ def test_param_groups_and_extra_losses():
             acc += float((b - a).pow(2).sum())
             n_pairs += a.numel()
         total += acc / n_pairs
-    assert float(losses["tv_feature"]) == pytest.approx(2.0 * total, rel=1e-5)
+    assert float(losses["tv_feature"].detach()) == pytest.approx(2.0 * total, rel=1e-5)
     direct = FastRadianceField(resolution=8, n_features=3, n_hidden_neurons=0)
     assert len(direct.param_groups(1e-3)) == 1
     _, cols = direct(_bundle(1, 16, 8))
