@@ -270,10 +270,11 @@ def test_pixel_lookup_returns_the_pixel_each_ray_went_through():
     assert sample_images_at_rays(images, centre, "tutorial").item() < 1.0
 
 
-def test_bench_script_prints_one_json_line():
+def test_bench_script_prints_one_json_line(tmp_path):
     import subprocess
     import sys
 
+    run(compose_cfg(TINY + ["trainer.n_iter=2", "trainer.turntable_frames=0"]), tmp_path)
     repo = CONF.parent
     out = (
         subprocess.run(
@@ -288,6 +289,8 @@ def test_bench_script_prints_one_json_line():
                 "1",
                 "--render-size",
                 "16",
+                "--render-run",
+                str(tmp_path),
                 *TINY,
             ],
             check=True,
@@ -302,6 +305,7 @@ def test_bench_script_prints_one_json_line():
     for key in ("iter_s_median", "rays_per_s", "points_per_s", "peak_rss_mb", "device", "render_s"):
         assert key in result
     assert result["rays_per_iter"] == 2 * 64 and result["device"] == "cpu"
+    assert result["render_trained_s"] > 0
 
 
 def test_bf16_precision_trains_and_stays_close_to_fp32(tmp_path):
