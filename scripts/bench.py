@@ -8,7 +8,8 @@ device, and the settings measured. Extra options (not Hydra keys, put them first
 ``--renders N`` (default 2), ``--render-run DIR``: also time full-frame renders of the
 trained model in a run directory (``render_trained_s``; rendering shortcuts such as
 ``model.render_color_threshold`` only pay off on a trained field, not on the freshly
-initialised one the main timing renders).
+initialised one the main timing renders). ``peak_rss_mb`` is the whole process's peak,
+``--render-run`` renders included.
 
 This is a benchmark, not a test: nothing here asserts on time.
 """
