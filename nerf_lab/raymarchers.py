@@ -27,6 +27,21 @@ def shifted_cumprod(x: torch.Tensor, shift: int = 1) -> torch.Tensor:
     return torch.cat([torch.ones_like(x_cumprod[..., :shift]), x_cumprod[..., :-shift]], dim=-1)
 
 
+def transmittance(alphas: torch.Tensor) -> torch.Tensor:
+    """Light reaching each point: ``T_i = prod_{j < i} (1 - alpha_j)``.
+
+    The compositing weight of point ``i`` is ``alpha_i T_i`` (:func:`emission_absorption`
+    with ``eps=0`` and ``surface_thickness=1``).
+
+    Args:
+        alphas: ``(..., n_pts_per_ray)`` opacities.
+
+    Returns:
+        ``(..., n_pts_per_ray)``.
+    """
+    return shifted_cumprod(1.0 - alphas)
+
+
 def check_density_bounds(rays_densities: torch.Tensor) -> None:
     """Raise ``ValueError`` unless every density lies in [0, 1]."""
     lo, hi = torch.aminmax(rays_densities.detach())

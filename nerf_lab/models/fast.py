@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from nerf_lab.encodings import HarmonicEmbedding
+from nerf_lab.raymarchers import transmittance
 from nerf_lab.raysamplers import RayBundle
 
 __all__ = [
@@ -203,19 +204,6 @@ def point_occupancy(voxels: torch.Tensor, occupancy: torch.Tensor, resolution: i
     cell = voxels.floor().long().clamp_(0, n - 1)
     cell_index = (cell[:, 2] * n + cell[:, 1]) * n + cell[:, 0]
     return inside & occupancy[cell_index]
-
-
-def transmittance(alphas: torch.Tensor) -> torch.Tensor:
-    """Light reaching each point: ``T_i = prod_{j < i} (1 - alpha_j)``.
-
-    Args:
-        alphas: ``(..., n_pts_per_ray)`` opacities.
-
-    Returns:
-        ``(..., n_pts_per_ray)``.
-    """
-    cum = torch.cumprod(1.0 - alphas, dim=-1)
-    return torch.cat((torch.ones_like(cum[..., :1]), cum[..., :-1]), dim=-1)
 
 
 def total_variation(grid: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nerf_lab.encodings import HarmonicEmbedding
-from nerf_lab.raymarchers import shifted_cumprod
+from nerf_lab.raymarchers import transmittance
 from nerf_lab.raysamplers import RayBundle, ray_bundle_to_ray_points
 from nerf_lab.renderer import chunked_volumetric_function
 
@@ -153,18 +153,22 @@ class NeuralRadianceField(torch.nn.Module):
         first = self.color_layer[0]
         return F.linear(rays_embedding, first.weight[:, self.n_hidden_neurons :], first.bias)
 
+    def _color_head(self, features: torch.Tensor, per_ray: torch.Tensor) -> torch.Tensor:
+        """Colours ``(..., 3)`` from point features ``(..., H)`` and the per-ray part of the
+        first layer (:meth:`_color_first_layer_per_ray`, broadcastable to ``(..., H)``)."""
+        hidden = F.linear(features, self.color_layer[0].weight[:, : self.n_hidden_neurons])
+        # In place: the matmul's backward does not need its output, and this saves a full
+        # pass over the (n_rays, n_pts_per_ray, n_hidden) activations.
+        hidden += per_ray
+        for layer in self.color_layer[1:]:
+            hidden = layer(hidden)
+        return hidden
+
     def _get_colors(self, features: torch.Tensor, rays_directions: torch.Tensor) -> torch.Tensor:
         """Colours from point features ``(..., P, H)`` and directions ``(..., 3)``."""
         # Per-ray part of the first layer, broadcast over the points of each ray.
         per_ray = self._color_first_layer_per_ray(rays_directions)
-        w_feat = self.color_layer[0].weight[:, : self.n_hidden_neurons]
-        hidden = F.linear(features, w_feat)
-        # In place: the matmul's backward does not need its output, and this saves a full
-        # pass over the (n_rays, n_pts_per_ray, n_hidden) activations.
-        hidden += per_ray[..., None, :]
-        for layer in self.color_layer[1:]:
-            hidden = layer(hidden)
-        return hidden
+        return self._color_head(features, per_ray[..., None, :])
 
     def forward(self, ray_bundle: RayBundle, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Densities ``(..., n_pts_per_ray, 1)`` and colours ``(..., n_pts_per_ray, 3)``."""
@@ -188,15 +192,14 @@ class NeuralRadianceField(torch.nn.Module):
         directions ``(..., 3)`` and opacities ``(..., P)``."""
         lead, n_pts = opacities.shape[:-1], opacities.shape[-1]
         alphas = opacities.reshape(-1, n_pts).float()
-        weights = alphas * shifted_cumprod(1.0 - alphas)
+        weights = alphas * transmittance(alphas)
         visible = (weights > self.render_color_threshold).reshape(-1).nonzero()[:, 0]
         per_ray = self._color_first_layer_per_ray(rays_directions.reshape(-1, 3))
-        w_feat = self.color_layer[0].weight[:, : self.n_hidden_neurons]
-        hidden = F.linear(features.reshape(-1, features.shape[-1])[visible], w_feat)
-        hidden += per_ray[torch.div(visible, n_pts, rounding_mode="floor")]
-        for layer in self.color_layer[1:]:
-            hidden = layer(hidden)
-        colors = hidden.new_zeros(alphas.numel(), 3).index_copy_(0, visible, hidden)
+        rgb = self._color_head(
+            features.reshape(-1, features.shape[-1])[visible],
+            per_ray[torch.div(visible, n_pts, rounding_mode="floor")],
+        )
+        colors = rgb.new_zeros(alphas.numel(), 3).index_copy_(0, visible, rgb)
         return colors.reshape(*lead, n_pts, 3)
 
     def batched_forward(
