@@ -13,15 +13,16 @@ from nerf_lab.cameras import (
 )
 from nerf_lab.data import Scene, generate_cow_renders
 from nerf_lab.encodings import HarmonicEmbedding
+from nerf_lab.models.base import RadianceField
 from nerf_lab.models.nerf import NeuralRadianceField
-from nerf_lab.raymarchers import EmissionAbsorptionRaymarcher
+from nerf_lab.raymarchers import EmissionAbsorptionRaymarcher, RenderOutput
 from nerf_lab.raysamplers import (
     MonteCarloRaysampler,
     NDCMultinomialRaysampler,
     RayBundle,
     ray_bundle_to_ray_points,
 )
-from nerf_lab.renderer import ImplicitRenderer
+from nerf_lab.renderer import ImplicitRenderer, Renderer, Resampler
 
 __version__ = "0.1.0"
 
@@ -33,7 +34,11 @@ __all__ = [
     "MonteCarloRaysampler",
     "NDCMultinomialRaysampler",
     "NeuralRadianceField",
+    "RadianceField",
     "RayBundle",
+    "RenderOutput",
+    "Renderer",
+    "Resampler",
     "Scene",
     "generate_cow_renders",
     "look_at_rotation",

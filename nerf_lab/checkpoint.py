@@ -14,7 +14,9 @@ previous one, with a warning.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -133,3 +135,20 @@ def load_latest(
             continue
         return state, path
     return None
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities → ``None`` (JSON has no such numbers), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as pretty, valid JSON (non-finite numbers become ``null``), atomically."""
+    text = json.dumps(_json_safe(data), indent=2, allow_nan=False)
+    atomic_write_bytes(Path(path), lambda f: f.write(text.encode() + b"\n"))

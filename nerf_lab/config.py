@@ -1,230 +1,50 @@
-"""Config schemas (registered in Hydra's ConfigStore) and up-front value checks.
+"""Config: the trainer's typed settings and the checks that span several groups.
 
-Every YAML option of every group extends one of the dataclasses below, so a misspelt
-key or a value of the wrong type fails at start with Hydra's own message. Value ranges
-and relations that a type cannot express are checked by :func:`check_config`, which
-reports every problem at once, each naming the key, the value and what is allowed,
-before any data is generated.
+Every component validates its own arguments when it is built (a ``ValueError`` naming the
+key, the value and what is allowed), and every config node's keys are checked against
+its ``_target_``'s signature before anything is built (:func:`check_component_keys`), so
+a misspelt key fails at start, naming the group and the key. :func:`check_config` keeps
+only what no single component can see: relations across groups, paths and the output
+directory. YAML files and constructor signatures are the single source of defaults.
 
 Only the entry points (``train``, ``eval``, ``render``) see a ``DictConfig``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-# --------------------------------------------------------------------------- data
-
-
-@dataclass
-class CowDataConf:
-    _target_: str = "nerf_lab.data.cow_scene"
-    _convert_: str = "all"
-    data_dir: str | None = None
-    num_views: int = 40
-    azimuth_range: float = 180.0
-    image_size: int = 128
-    n_test_views: int = 10
-    train_on_all_views: bool = False
-    elevated_test_views: int = 0
-    elevation_test: float = 30.0
-    silhouette: str = "pytorch3d"
-    cache: bool = True
-
-
-@dataclass
-class ProceduralDataConf:
-    _target_: str = "nerf_lab.data.procedural_scene"
-    _convert_: str = "all"
-    num_views: int = 40
-    n_test_views: int = 10
-    image_size: int = 64
-    azimuth_range: float = 180.0
-    elevation_range: list[float] = field(default_factory=lambda: [10.0, 40.0])
-    distance: float = 2.2
-    fov: float = 60.0
-    light_location: list[float] | None = None
-    background: Any = "black"
-    silhouette: str = "pytorch3d"
-    cache: bool = True
-
-
-@dataclass
-class MeshDataConf:
-    _target_: str = "nerf_lab.data.mesh_scene"
-    _convert_: str = "all"
-    path: str = MISSING
-    num_views: int = 40
-    n_test_views: int = 10
-    azimuth_range: float = 180.0
-    elevation_range: list[float] = field(default_factory=lambda: [0.0, 30.0])
-    distance: float = 2.7
-    image_size: int = 128
-    fov: float = 60.0
-    light_location: list[float] | None = None
-    background: Any = "black"
-    normalize: bool = True
-    silhouette: str = "pytorch3d"
-    cache: bool = True
-
-
-@dataclass
-class BlenderDataConf:
-    _target_: str = "nerf_lab.data.blender_scene"
-    _convert_: str = "all"
-    path: str = MISSING
-    background: Any = "black"
-    downscale: int = 1
-    splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
-
-
-# --------------------------------------------------------------------------- rays
-
-
-@dataclass
-class TrainRaysamplerConf:
-    _target_: str = "nerf_lab.raysamplers.MonteCarloRaysampler"
-    # None: the image's NDC extent ([-1, 1] for square images)
-    min_x: float | None = None
-    max_x: float | None = None
-    min_y: float | None = None
-    max_y: float | None = None
-    n_rays_per_image: int = "${..n_rays_per_image}"  # type: ignore[assignment]
-    n_pts_per_ray: int = "${..n_pts_per_ray}"  # type: ignore[assignment]
-    min_depth: float = "${..min_depth}"  # type: ignore[assignment]
-    max_depth: float = "${..max_depth}"  # type: ignore[assignment]
-    stratified_sampling: bool = "${..stratified_sampling}"  # type: ignore[assignment]
-
-
-@dataclass
-class RenderRaysamplerConf:
-    """Full-image sampler; the trainer passes ``image_height``/``image_width``."""
-
-    _target_: str = "nerf_lab.raysamplers.NDCMultinomialRaysampler"
-    _partial_: bool = True
-    n_pts_per_ray: int = "${..n_pts_per_ray}"  # type: ignore[assignment]
-    min_depth: float = "${..min_depth}"  # type: ignore[assignment]
-    max_depth: float = "${..max_depth}"  # type: ignore[assignment]
-
-
-@dataclass
-class RaysamplerConf:
-    n_rays_per_image: int = 512
-    n_pts_per_ray: int = 64
-    min_depth: float = 1.0
-    max_depth: float = 4.0
-    stratified_sampling: bool = True
-    train: TrainRaysamplerConf = field(default_factory=TrainRaysamplerConf)
-    render: RenderRaysamplerConf = field(default_factory=RenderRaysamplerConf)
-
-
-@dataclass
-class RaymarcherConf:
-    _target_: str = "nerf_lab.raymarchers.EmissionAbsorptionRaymarcher"
-    surface_thickness: int = 1
-    # "auto": the scene's background colour (None, i.e. nothing composited, when black).
-    background_color: Any = "auto"
-
-
-# --------------------------------------------------------------------------- model
-
-
-@dataclass
-class NeRFModelConf:
-    _target_: str = "nerf_lab.models.NeuralRadianceField"
-    n_harmonic_functions: int = 60
-    n_hidden_neurons: int = 256
-    omega0: float = 0.1
-    density_scaling: str = "none"
-    render_color_threshold: float = 0.0
-
-
-@dataclass
-class FastModelConf:
-    _target_: str = "nerf_lab.models.FastRadianceField"
-    resolution: int = 128
-    n_features: int = 3
-    n_hidden_neurons: int = 0
-    n_harmonic_functions_dir: int = 2
-    bbox: float = 1.0
-    density_init: float = 0.02
-    occupancy_threshold: float = 1e-2
-    termination_threshold: float = 1e-4
-    color_threshold: float = 1e-5
-    grid_lr_scale: float = 100.0
-    tv_weight: float = 0.0
-    tv_feature_weight: float = 0.0
-    tv_feature_samples: int = 0
-
-
-# --------------------------------------------------------------------------- loss
-
-
-@dataclass
-class HuberLossConf:
-    _target_: str = "nerf_lab.losses.HuberLoss"
-    scaling: float = 0.1
-    color_weight: float = 1.0
-    silhouette_weight: float = 1.0
-
-
-@dataclass
-class MSELossConf:
-    _target_: str = "nerf_lab.losses.MSELoss"
-    color_weight: float = 1.0
-    silhouette_weight: float = 1.0
-
-
-# --------------------------------------------------------------------------- optimiser
-
-
-@dataclass
-class AdamConf:
-    _target_: str = "torch.optim.Adam"
-    _partial_: bool = True
-    lr: float = "${..lr}"  # type: ignore[assignment]
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    fused: bool | None = None
-
-
-@dataclass
-class StepDecayConf:
-    _target_: str = "nerf_lab.optim.step_decay_scheduler"
-    _partial_: bool = True
-    n_iter: int = "${trainer.n_iter}"  # type: ignore[assignment]
-    decay_at: list[float] = "${..decay_at}"  # type: ignore[assignment]
-    gamma: float = "${..gamma}"  # type: ignore[assignment]
-
-
-@dataclass
-class OptimizerConf:
-    lr: float = 3e-3
-    # The schedule: lr x gamma at each fraction of trainer.n_iter in decay_at.
-    decay_at: list[float] = field(default_factory=lambda: [0.75])
-    gamma: float = 0.1
-    # The tutorial re-creates Adam at the decay, which also resets its moments.
-    reset_state_at_decay: bool = False
-    optim: AdamConf = field(default_factory=AdamConf)
-    scheduler: StepDecayConf = field(default_factory=StepDecayConf)
-
+#: The configs: ``conf/`` of a checkout, shipped in the wheel as ``nerf_lab.conf``.
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
+if not Path(CONF_DIR, "config.yaml").is_file():  # a checkout without an editable install
+    CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 # --------------------------------------------------------------------------- trainer
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+TARGET_LOOKUPS = ("pixel", "tutorial")
 
 
 @dataclass
 class TrainerConf:
+    """The trainer's settings (``conf/trainer/*.yaml``; each key is commented there).
+
+    Raises:
+        ValueError: on construction, for any value out of range (naming the key).
+    """
+
     n_iter: int = 1200
     batch_size: int = 6
     device: str = "auto"
@@ -249,17 +69,46 @@ class TrainerConf:
     num_threads: int = 0
     tune_malloc: bool = True
 
+    def __post_init__(self) -> None:
+        problems = []
 
-@dataclass
-class Config:
-    data: Any = MISSING
-    raysampler: RaysamplerConf = MISSING
-    raymarcher: RaymarcherConf = field(default_factory=RaymarcherConf)
-    model: Any = MISSING
-    loss: Any = MISSING
-    optimizer: OptimizerConf = MISSING
-    trainer: TrainerConf = MISSING
-    name: str = "nerf"
+        def need(key: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                problems.append(f"trainer.{key}={getattr(self, key)!r}: must be {allowed}")
+
+        for k in ("n_iter", "batch_size", "chunk_size", "keep_checkpoints"):
+            need(k, _is_int(getattr(self, k)) and getattr(self, k) >= 1, "an integer >= 1")
+        nonneg = (
+            "log_every", "render_every", "eval_every", "checkpoint_every", "eval_max_views",
+            "train_chunk_size", "turntable_frames", "num_threads",
+        )  # fmt: skip
+        for k in nonneg:
+            need(k, _is_int(getattr(self, k)) and getattr(self, k) >= 0, "an integer >= 0")
+        for k in ("render_scale", "turntable_scale", "turntable_distance"):
+            need(k, _is_num(getattr(self, k)) and getattr(self, k) > 0, "a finite number > 0")
+        need("seed", _is_int(self.seed), "an integer")
+        need("precision", self.precision in PRECISIONS, f"one of {list(PRECISIONS)}")
+        need(
+            "target_lookup", self.target_lookup in TARGET_LOOKUPS, f"one of {list(TARGET_LOOKUPS)}"
+        )
+        dev = self.device
+        ok = isinstance(dev, str) and (dev in ("auto", "cpu") or dev.startswith("cuda"))
+        need("device", ok, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if problems:
+            raise ConfigValueError(problems)
+
+
+def trainer_settings(node: Mapping[str, Any]) -> TrainerConf:
+    """:class:`TrainerConf` from the ``trainer`` node; unknown keys and bad values raise
+    :class:`ConfigValueError` naming them."""
+    values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    fields = {f.name for f in dataclasses.fields(TrainerConf)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ConfigValueError(
+            [f"trainer.{k}: unknown key (allowed: {', '.join(sorted(fields))})" for k in unknown]
+        )
+    return TrainerConf(**values)
 
 
 def job_dirname(override_dirname: str, max_len: int = 120) -> str:
@@ -275,28 +124,15 @@ def job_dirname(override_dirname: str, max_len: int = 120) -> str:
 
 
 def register_configs() -> None:
-    """Register every schema in Hydra's ConfigStore and the config resolvers (idempotent)."""
+    """Register nerf_lab's config resolvers (idempotent)."""
     OmegaConf.register_new_resolver("nerf_lab.dirname", job_dirname, replace=True)
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    cs.store(group="data", name="cow_schema", node=CowDataConf)
-    cs.store(group="data", name="procedural_schema", node=ProceduralDataConf)
-    cs.store(group="data", name="mesh_schema", node=MeshDataConf)
-    cs.store(group="data", name="blender_schema", node=BlenderDataConf)
-    cs.store(group="raysampler", name="raysampler_schema", node=RaysamplerConf)
-    cs.store(group="model", name="nerf_schema", node=NeRFModelConf)
-    cs.store(group="model", name="fast_schema", node=FastModelConf)
-    cs.store(group="loss", name="huber_schema", node=HuberLossConf)
-    cs.store(group="loss", name="mse_schema", node=MSELossConf)
-    cs.store(group="optimizer", name="adam_schema", node=OptimizerConf)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConf)
 
 
 # --------------------------------------------------------------------------- checks
 
 
 class ConfigValueError(ValueError):
-    """One or more config values are out of range; the message lists every problem."""
+    """One or more config values are wrong; the message lists every problem."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
@@ -304,151 +140,102 @@ class ConfigValueError(ValueError):
         super().__init__(f"Invalid configuration ({len(problems)} problem(s)):\n{lines}")
 
 
-def _get(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-
-
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: Hydra's own keys of an instantiable node.
+HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+
+
+def _locate(target: str) -> Any:
+    from hydra.utils import get_object
+
+    return get_object(target)
+
+
+def node_key_problems(node: Any, where: str, extra: set[str] = frozenset()) -> list[str]:
+    """Keys of ``node`` (and of its nested nodes) that its ``_target_`` does not accept.
+
+    A node is a mapping with a ``_target_``; its other keys must be parameters of the
+    target (unless it takes ``**kwargs``). Nested mappings and lists are checked the same
+    way. ``extra``: keys the caller passes itself (e.g. ``image_height``).
+
+    Returns:
+        One problem line per bad key (``group.key: unknown key for target (allowed: ...)``).
+    """
+    problems: list[str] = []
+    if isinstance(node, DictConfig | dict):
+        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
+        items = list(items)
+        target = node.get("_target_") if "_target_" in node else None
+        if target is not None:
+            try:
+                obj = _locate(str(target))
+            except Exception as e:  # an import error names the module
+                return [f"{where}._target_={target!r}: cannot be imported ({e})"]
+            try:
+                sig = inspect.signature(obj)
+            except (TypeError, ValueError):
+                sig = None
+            if sig is not None and not any(
+                p.kind == p.VAR_KEYWORD for p in sig.parameters.values()
+            ):
+                allowed = (
+                    {n for n, p in sig.parameters.items() if p.kind != p.VAR_POSITIONAL}
+                    | HYDRA_KEYS
+                    | set(extra)
+                )
+                for key, _ in items:
+                    if key not in allowed:
+                        problems.append(
+                            f"{where}.{key}: unknown key for {target} (allowed: "
+                            f"{', '.join(sorted(allowed - HYDRA_KEYS))})"
+                        )
+        for key, value in items:
+            if key not in HYDRA_KEYS and isinstance(value, DictConfig | dict | ListConfig | list):
+                problems += node_key_problems(value, f"{where}.{key}")
+    elif isinstance(node, ListConfig | list):
+        for i, value in enumerate(node):
+            problems += node_key_problems(value, f"{where}[{i}]")
+    return problems
+
+
+def check_paths(cfg: DictConfig) -> list[str]:
+    """Problems with data paths given in the config (they must exist)."""
+    problems = []
+    for key in ("data.path", "data.data_dir"):
+        p = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if p is not None and not Path(os.path.expanduser(str(p))).exists():
+            problems.append(f"{key}={p!r}: path does not exist")
+    return problems
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Check value ranges and relations of a composed config.
+    """Check what no single component can: every node's keys against its ``_target_``,
+    the loss has terms, data paths exist.
 
     Raises:
         ConfigValueError: listing every problem (key, value received, what is allowed).
     """
     problems: list[str] = []
-
-    def need(key: str, ok: bool, allowed: str) -> None:
-        if not ok:
-            problems.append(f"{key}={_get(cfg, key)!r}: must be {allowed}")
-
-    def positive_int(key: str) -> None:
-        v = _get(cfg, key)
-        if v is not None:
-            need(key, _is_int(v) and v >= 1, "an integer >= 1")
-
-    def nonneg_int(key: str) -> None:
-        v = _get(cfg, key)
-        if v is not None:
-            need(key, _is_int(v) and v >= 0, "an integer >= 0")
-
-    def positive_num(key: str) -> None:
-        v = _get(cfg, key)
-        if v is not None:
-            need(key, _is_num(v) and v > 0, "a finite number > 0")
-
-    def one_of(key: str, options: tuple[Any, ...]) -> None:
-        v = _get(cfg, key)
-        if v is not None:
-            need(key, v in options, f"one of {list(options)}")
-
-    # rays
-    for k in ("n_rays_per_image", "n_pts_per_ray"):
-        positive_int(f"raysampler.{k}")
-    positive_num("raysampler.min_depth")
-    positive_num("raysampler.max_depth")
-    lo, hi = _get(cfg, "raysampler.min_depth"), _get(cfg, "raysampler.max_depth")
-    if _is_num(lo) and _is_num(hi) and lo >= hi:
-        problems.append(
-            f"raysampler.min_depth={lo!r} and raysampler.max_depth={hi!r}: "
-            "min_depth must be smaller than max_depth"
-        )
-    for a, b in (("min_x", "max_x"), ("min_y", "max_y")):
-        va, vb = _get(cfg, f"raysampler.train.{a}"), _get(cfg, f"raysampler.train.{b}")
-        if _is_num(va) and _is_num(vb) and va >= vb:
-            problems.append(
-                f"raysampler.train.{a}={va!r} and raysampler.train.{b}={vb!r}: "
-                f"{a} must be smaller than {b}"
-            )
-    positive_int("raymarcher.surface_thickness")
-    bg = _get(cfg, "raymarcher.background_color")
-    if bg is not None and bg != "auto":
-        ok = OmegaConf.is_list(bg) and len(bg) == 3 and all(_is_num(c) for c in bg)
-        need("raymarcher.background_color", ok, "'auto', null or a list of 3 numbers")
-
-    # model (keys present in the chosen option only)
-    # (other models validate their own arguments when built, which is still before data)
-    if str(_get(cfg, "model._target_")).endswith("NeuralRadianceField"):
-        for k in ("n_harmonic_functions", "n_hidden_neurons"):
-            positive_int(f"model.{k}")
-        positive_num("model.omega0")
-        one_of("model.density_scaling", ("none", "spacing"))
-        v = _get(cfg, "model.render_color_threshold")
-        if v is not None:
-            need("model.render_color_threshold", _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
-
-    # loss
-    positive_num("loss.scaling")
-    for k in ("color_weight", "silhouette_weight"):
-        v = _get(cfg, f"loss.{k}")
-        if v is not None:
-            need(f"loss.{k}", _is_num(v) and v >= 0, "a finite number >= 0")
-    cw, sw = _get(cfg, "loss.color_weight"), _get(cfg, "loss.silhouette_weight")
-    if _is_num(cw) and _is_num(sw) and cw == 0 and sw == 0:
-        problems.append(
-            "loss.color_weight=0 and loss.silhouette_weight=0: at least one must be > 0"
-        )
-
-    # optimiser
-    positive_num("optimizer.lr")
-    g = _get(cfg, "optimizer.gamma")
-    if g is not None:
-        need("optimizer.gamma", _is_num(g) and g > 0, "a finite number > 0")
-    decay = _get(cfg, "optimizer.decay_at")
-    if decay is not None:
-        ok = OmegaConf.is_list(decay) and all(_is_num(f) and 0 <= f <= 1 for f in decay)
-        need("optimizer.decay_at", ok, "a list of fractions in [0, 1]")
-
-    # data
-    for k in ("num_views", "image_size"):
-        positive_int(f"data.{k}")
-    nonneg_int("data.n_test_views")
-    nonneg_int("data.elevated_test_views")
-    positive_int("data.downscale")
-    positive_num("data.distance")
-    fov = _get(cfg, "data.fov")
-    if fov is not None:
-        need("data.fov", _is_num(fov) and 0 < fov < 180, "a number of degrees in (0, 180)")
-    bgd = _get(cfg, "data.background")
-    if bgd is not None:
-        ok = bgd in ("black", "white") or (
-            OmegaConf.is_list(bgd) and len(bgd) == 3 and all(_is_num(c) for c in bgd)
-        )
-        need("data.background", ok, "'black', 'white' or a list of 3 numbers in [0, 1]")
-    one_of("data.silhouette", ("pytorch3d", "hard"))
-    for key in ("data.path", "data.data_dir"):
-        p = _get(cfg, key)
-        if p is not None and not Path(os.path.expanduser(str(p))).exists():
-            problems.append(f"{key}={p!r}: path does not exist")
-
-    # trainer
-    for k in ("n_iter", "batch_size", "chunk_size", "keep_checkpoints"):
-        positive_int(f"trainer.{k}")
-    for k in (
-        "log_every",
-        "render_every",
-        "eval_every",
-        "checkpoint_every",
-        "eval_max_views",
-        "train_chunk_size",
-    ):
-        nonneg_int(f"trainer.{k}")
-    nonneg_int("trainer.turntable_frames")
-    nonneg_int("trainer.num_threads")
-    for k in ("render_scale", "turntable_scale", "turntable_distance"):
-        positive_num(f"trainer.{k}")
-    one_of("trainer.precision", ("fp32", "bf16", "fp16"))
-    one_of("trainer.target_lookup", ("pixel", "tutorial"))
-    dev = _get(cfg, "trainer.device")
-    if dev is not None:
-        ok = isinstance(dev, str) and (dev in ("auto", "cpu") or dev.startswith("cuda"))
-        need("trainer.device", ok, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    for group in ("data", "model", "raysampler", "raymarcher", "loss", "optimizer", "scheduler"):
+        node = cfg.get(group)
+        if node is None:
+            problems.append(f"{group}: missing (choose an option: {group}=...)")
+            continue
+        problems += node_key_problems(node, group)
+    for key in ("train", "render"):
+        if OmegaConf.select(cfg, f"raysampler.{key}", default=None) is None:
+            problems.append(f"raysampler.{key}: missing (a ray generator node with a _target_)")
+    terms = OmegaConf.select(cfg, "loss.terms", default=None)
+    if not isinstance(terms, DictConfig) or not any(v is not None for v in terms.values()):
+        problems.append("loss.terms: must hold at least one named term (e.g. loss=huber)")
+    problems += check_paths(cfg)
     if problems:
         raise ConfigValueError(problems)
 

@@ -1,8 +1,27 @@
-"""Losses. Each loss module returns a dict of named, already-weighted terms."""
+"""Loss terms: small callables ``term(output, targets) -> () tensor``, named in the config.
+
+The ``loss`` config group is a dict of named terms (``loss.terms.<name>``); each term is
+instantiated from its node, called on every training step with the render output
+(:class:`~nerf_lab.raymarchers.RenderOutput`, all passes) and the targets at the rays
+(``{"rgb": (n_rays, 3), "silhouette": (n_rays, 1) or None}``), and logged as
+``train/loss/<name>``. A term returns its value already multiplied by its weight. Any
+callable with that signature works as a term (a plain function, a ``functools.partial``
+or a module of the user's own).
+
+Elementwise penalties (:func:`huber`, :func:`mse`, :func:`l1`) are pure functions.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import torch
+
+from nerf_lab.raymarchers import RenderOutput
+
+Targets = Mapping[str, torch.Tensor | None]
+LossTerm = Callable[[RenderOutput, Targets], torch.Tensor]
 
 
 def huber(x: torch.Tensor, y: torch.Tensor, scaling: float = 0.1) -> torch.Tensor:
@@ -26,74 +45,106 @@ def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y) ** 2
 
 
-class _WeightedLoss(torch.nn.Module):
-    def __init__(self, color_weight: float = 1.0, silhouette_weight: float = 1.0) -> None:
-        super().__init__()
-        for name, w in (("color_weight", color_weight), ("silhouette_weight", silhouette_weight)):
-            if not (float(w) >= 0.0):
-                raise ValueError(f"{name} must be >= 0; got {w!r}.")
-        self.color_weight = float(color_weight)
-        self.silhouette_weight = float(silhouette_weight)
-
-    def elementwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(
-        self,
-        rendered_colors: torch.Tensor,
-        target_colors: torch.Tensor,
-        rendered_silhouettes: torch.Tensor,
-        target_silhouettes: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        """Named loss terms (means over rays and channels, times their weights).
-
-        Args:
-            rendered_colors, target_colors: ``(..., 3)``.
-            rendered_silhouettes, target_silhouettes: ``(..., 1)``.
-
-        Returns:
-            ``{"color": ..., "silhouette": ...}`` scalar tensors; terms with weight 0 are
-            left out.
-        """
-        terms = {}
-        if self.color_weight > 0:
-            terms["color"] = (
-                self.color_weight * self.elementwise(rendered_colors, target_colors).abs().mean()
-            )
-        if self.silhouette_weight > 0:
-            terms["silhouette"] = (
-                self.silhouette_weight
-                * self.elementwise(rendered_silhouettes, target_silhouettes).abs().mean()
-            )
-        return terms
+def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Elementwise absolute error ``|x - y|`` of two ``(...)`` tensors."""
+    return (x - y).abs()
 
 
-class HuberLoss(_WeightedLoss):
-    """The tutorial's loss: pseudo-Huber on colour and silhouette.
+#: The elementwise penalties a term can use, by name.
+PENALTIES = ("huber", "mse", "l1")
+PASSES = ("all", "last")
+
+
+def _check_weight(weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
+        raise ValueError(f"weight must be a number >= 0; got {weight!r}.")
+    return float(weight)
+
+
+class PenaltyTerm(torch.nn.Module):
+    """A weighted elementwise penalty between a rendered quantity and its target.
 
     Args:
-        scaling: the pseudo-Huber scale (0.1 in the tutorial).
-        color_weight, silhouette_weight: weights of the two terms.
+        kind: ``"huber"`` (the tutorial's pseudo-Huber), ``"mse"`` or ``"l1"``.
+        weight: the term's weight (``>= 0``).
+        scaling: the pseudo-Huber scale (``kind="huber"`` only; 0.1 in the tutorial).
+        passes: ``"all"``: the sum over the passes of a multi-pass render (coarse and fine,
+            as PyTorch3D's ``projects/nerf``); ``"last"``: the final pass only.
+
+    The value is ``weight * mean(|penalty(rendered, target)|)`` over rays and channels
+    (the tutorial's reduction), summed over the chosen passes.
     """
+
+    #: The target the term compares with (a key of the targets dict).
+    target_key = ""
 
     def __init__(
-        self, scaling: float = 0.1, color_weight: float = 1.0, silhouette_weight: float = 1.0
+        self, kind: str = "huber", weight: float = 1.0, scaling: float = 0.1, passes: str = "all"
     ) -> None:
-        super().__init__(color_weight, silhouette_weight)
-        if not float(scaling) > 0:
-            raise ValueError(f"scaling must be > 0; got {scaling!r}.")
+        super().__init__()
+        if kind not in PENALTIES:
+            raise ValueError(f"kind must be one of {list(PENALTIES)}; got {kind!r}.")
+        if passes not in PASSES:
+            raise ValueError(f"passes must be one of {list(PASSES)}; got {passes!r}.")
+        if isinstance(scaling, bool) or not isinstance(scaling, int | float) or not scaling > 0:
+            raise ValueError(f"scaling must be a number > 0; got {scaling!r}.")
+        self.kind = kind
+        self.weight = _check_weight(weight)
         self.scaling = float(scaling)
+        self.passes = passes
 
-    def elementwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return huber(x, y, self.scaling)
+    def penalty(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The elementwise penalty ``(...)`` of two ``(...)`` tensors."""
+        if self.kind == "huber":
+            return huber(x, y, self.scaling)
+        return mse(x, y) if self.kind == "mse" else l1(x, y)
+
+    def rendered(self, output: RenderOutput) -> torch.Tensor:
+        """The rendered quantity ``(n_rays, C)`` of one pass."""
+        raise NotImplementedError
+
+    def forward(self, output: RenderOutput, targets: Targets) -> torch.Tensor:
+        """``()`` the weighted term.
+
+        Args:
+            output: the render output of ``n_rays`` rays.
+            targets: ``{target_key: (n_rays, C)}``.
+        """
+        target = targets.get(self.target_key)
+        if target is None:
+            raise ValueError(
+                f"The {type(self).__name__} term needs {self.target_key!r} targets, which "
+                "this scene does not have (e.g. no silhouettes/masks): remove the term."
+            )
+        passes = output.all_passes if self.passes == "all" else [output]
+        total = sum(self.penalty(self.rendered(p), target).abs().mean() for p in passes)
+        return self.weight * total
 
 
-class MSELoss(_WeightedLoss):
-    """Mean squared error on colour and silhouette.
+class ColorLoss(PenaltyTerm):
+    """Penalty between the rendered colour and the target colour (``targets["rgb"]``)."""
 
-    Args:
-        color_weight, silhouette_weight: weights of the two terms.
+    target_key = "rgb"
+
+    def rendered(self, output: RenderOutput) -> torch.Tensor:
+        return output.rgb
+
+
+class SilhouetteLoss(PenaltyTerm):
+    """Penalty between the ray opacity and the target silhouette (``targets["silhouette"]``)."""
+
+    target_key = "silhouette"
+
+    def rendered(self, output: RenderOutput) -> torch.Tensor:
+        return output.opacity
+
+
+def combine_terms(
+    terms: Mapping[str, LossTerm | None], output: RenderOutput, targets: Targets
+) -> dict[str, torch.Tensor]:
+    """Evaluate every named term (``None`` entries are switched off).
+
+    Returns:
+        ``{name: () tensor}``.
     """
-
-    def elementwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return mse(x, y)
+    return {name: term(output, targets) for name, term in terms.items() if term is not None}

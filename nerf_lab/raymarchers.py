@@ -7,6 +7,7 @@ PyTorch3D-compatible wrappers around it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -68,6 +69,24 @@ def check_raymarcher_inputs(rays_densities: torch.Tensor, rays_features: torch.T
         )
 
 
+def emission_absorption_weights(
+    rays_densities: torch.Tensor, surface_thickness: int = 1, eps: float = 1e-10
+) -> torch.Tensor:
+    """Compositing weights ``w_i = d_i T_i`` (PyTorch3D's emission-absorption formulation).
+
+    With per-point opacities ``d_i`` the transmittance is the shifted cumulative product
+    ``T_i = prod_{j <= i - surface_thickness} (1 + eps - d_j)``.
+
+    Args:
+        rays_densities: ``(..., n_pts_per_ray)`` per-point opacities in [0, 1].
+
+    Returns:
+        ``(..., n_pts_per_ray)`` weights.
+    """
+    absorption = shifted_cumprod((1.0 + eps) - rays_densities, shift=surface_thickness)
+    return rays_densities * absorption
+
+
 def emission_absorption(
     rays_densities: torch.Tensor,
     rays_features: torch.Tensor,
@@ -76,9 +95,8 @@ def emission_absorption(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Emission-absorption compositing (PyTorch3D's formulation).
 
-    With per-point opacities ``d_i``, the transmittance is the shifted cumulative product
-    ``T_i = prod_{j <= i - surface_thickness} (1 + eps - d_j)``, the weights are
-    ``w_i = d_i T_i`` and the ray opacity is ``1 - prod_i (1 - d_i)``.
+    The features are ``sum_i w_i f_i`` with the weights of
+    :func:`emission_absorption_weights`; the ray opacity is ``1 - prod_i (1 - d_i)``.
 
     Args:
         rays_densities: ``(..., n_pts_per_ray)`` per-point opacities in [0, 1].
@@ -87,11 +105,97 @@ def emission_absorption(
     Returns:
         features ``(..., C)`` and opacities ``(..., 1)``.
     """
-    absorption = shifted_cumprod((1.0 + eps) - rays_densities, shift=surface_thickness)
-    weights = rays_densities * absorption
+    weights = emission_absorption_weights(rays_densities, surface_thickness, eps)
     features = (weights[..., None] * rays_features).sum(dim=-2)
     opacities = 1.0 - torch.prod(1.0 - rays_densities, dim=-1, keepdim=True)
     return features, opacities
+
+
+def expected_depth(
+    weights: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-10
+) -> torch.Tensor:
+    """Expected depth of the visible surface: ``sum_i w_i z_i / sum_i w_i``.
+
+    As nerfstudio's: the weighted mean of the sample depths, clipped to the depths of the
+    first and last samples (an empty ray, with all weights ~0, gets a depth inside that
+    range rather than 0); read it together with the opacity.
+
+    Args:
+        weights: ``(..., n_pts_per_ray)`` compositing weights.
+        lengths: ``(..., n_pts_per_ray)`` sorted sample depths.
+
+    Returns:
+        ``(..., 1)`` depths (z-depths for nerf_lab's raysamplers).
+    """
+    depth = (weights * lengths).sum(-1, keepdim=True) / (weights.sum(-1, keepdim=True) + eps)
+    return torch.minimum(torch.maximum(depth, lengths[..., :1]), lengths[..., -1:])
+
+
+@dataclass
+class RenderOutput:
+    """The structured result of rendering rays (one pass, plus the passes before it).
+
+    Attributes:
+        rgb: ``(..., C)`` composited features (the colour for ``C = 3``), background
+            included.
+        opacity: ``(..., 1)`` ray opacity ``1 - prod_i (1 - d_i)``.
+        depth: ``(..., 1)`` expected z-depth (:func:`expected_depth`).
+        weights: ``(..., n_pts_per_ray)`` compositing weights ``w_i``.
+        lengths: ``(..., n_pts_per_ray)`` the sample depths the weights belong to.
+        passes: the outputs of earlier passes of a multi-pass render (coarse first); empty
+            for a single pass.
+        aux: extra per-ray tensors ``(..., *)`` a sampler adds (e.g. proposal weights), by
+            name.
+    """
+
+    rgb: torch.Tensor
+    opacity: torch.Tensor
+    depth: torch.Tensor
+    weights: torch.Tensor
+    lengths: torch.Tensor
+    passes: list[RenderOutput] = field(default_factory=list)
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def all_passes(self) -> list[RenderOutput]:
+        """Every pass, coarse first, this (the final) one last."""
+        return [*self.passes, self]
+
+    def map(self, fn: Any) -> RenderOutput:
+        """Apply ``fn`` to every tensor (of every pass and of ``aux``)."""
+        return RenderOutput(
+            rgb=fn(self.rgb),
+            opacity=fn(self.opacity),
+            depth=fn(self.depth),
+            weights=fn(self.weights),
+            lengths=fn(self.lengths),
+            passes=[p.map(fn) for p in self.passes],
+            aux={k: fn(v) for k, v in self.aux.items()},
+        )
+
+    def reshape(self, *rays_shape: int) -> RenderOutput:
+        """Give every tensor the leading shape ``rays_shape`` (from a flat ``(n_rays, ...)``)."""
+        return self.map(lambda t: t.reshape(*rays_shape, *t.shape[1:]))
+
+    @staticmethod
+    def cat(outputs: Sequence[RenderOutput]) -> RenderOutput:
+        """Concatenate flat outputs ``(n_rays_k, ...)`` of chunks of rays along the rays."""
+        first = outputs[0]
+
+        def cat(get: Any) -> torch.Tensor:
+            return torch.cat([get(o) for o in outputs], dim=0)
+
+        return RenderOutput(
+            rgb=cat(lambda o: o.rgb),
+            opacity=cat(lambda o: o.opacity),
+            depth=cat(lambda o: o.depth),
+            weights=cat(lambda o: o.weights),
+            lengths=cat(lambda o: o.lengths),
+            passes=[
+                RenderOutput.cat([o.passes[i] for o in outputs]) for i in range(len(first.passes))
+            ],
+            aux={k: cat(lambda o, k=k: o.aux[k]) for k in first.aux},
+        )
 
 
 class EmissionAbsorptionRaymarcher(torch.nn.Module):
@@ -106,7 +210,9 @@ class EmissionAbsorptionRaymarcher(torch.nn.Module):
         check_bounds: verify that densities lie in [0, 1] (as PyTorch3D does).
 
     ``forward(rays_densities (..., n_pts_per_ray, 1), rays_features (..., n_pts_per_ray, C))``
-    returns ``(..., C + 1)``: the composited features followed by the opacity.
+    returns ``(..., C + 1)``: the composited features followed by the opacity (PyTorch3D's
+    output). :meth:`march` returns the same as a :class:`RenderOutput` with the depth and
+    the per-sample weights.
     """
 
     def __init__(
@@ -126,19 +232,16 @@ class EmissionAbsorptionRaymarcher(torch.nn.Module):
         )
         self.check_bounds = check_bounds
 
-    def forward(
-        self,
-        rays_densities: torch.Tensor,
-        rays_features: torch.Tensor,
-        eps: float = 1e-10,
-        **kwargs: Any,
-    ) -> torch.Tensor:
+    def _composite(
+        self, rays_densities: torch.Tensor, rays_features: torch.Tensor, eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         check_raymarcher_inputs(rays_densities, rays_features)
         if self.check_bounds:
             check_density_bounds(rays_densities)
-        features, opacities = emission_absorption(
-            rays_densities[..., 0], rays_features, self.surface_thickness, eps
-        )
+        densities = rays_densities[..., 0]
+        weights = emission_absorption_weights(densities, self.surface_thickness, eps)
+        features = (weights[..., None] * rays_features).sum(dim=-2)
+        opacities = 1.0 - torch.prod(1.0 - densities, dim=-1, keepdim=True)
         if self.background_color is not None:
             k = len(self.background_color)
             if k > features.shape[-1]:
@@ -150,4 +253,43 @@ class EmissionAbsorptionRaymarcher(torch.nn.Module):
             features = torch.cat(
                 (features[..., :k] + (1.0 - opacities) * bg, features[..., k:]), dim=-1
             )
+        return features, opacities, weights
+
+    def forward(
+        self,
+        rays_densities: torch.Tensor,
+        rays_features: torch.Tensor,
+        eps: float = 1e-10,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """``(..., C + 1)``: composited features, then the opacity."""
+        features, opacities, _ = self._composite(rays_densities, rays_features, eps)
         return torch.cat((features, opacities), dim=-1)
+
+    def march(
+        self,
+        rays_densities: torch.Tensor,
+        rays_features: torch.Tensor,
+        ray_bundle: Any,
+        eps: float = 1e-10,
+    ) -> RenderOutput:
+        """The structured form of :meth:`forward`.
+
+        Args:
+            rays_densities: ``(..., n_pts_per_ray, 1)`` opacities in [0, 1].
+            rays_features: ``(..., n_pts_per_ray, C)``.
+            ray_bundle: the rays (its ``lengths (..., n_pts_per_ray)`` give the depth).
+
+        Returns:
+            :class:`RenderOutput` with rgb ``(..., C)``, opacity and depth ``(..., 1)``,
+            weights and lengths ``(..., n_pts_per_ray)``.
+        """
+        features, opacities, weights = self._composite(rays_densities, rays_features, eps)
+        lengths = ray_bundle.lengths.to(weights.dtype)
+        return RenderOutput(
+            rgb=features,
+            opacity=opacities,
+            depth=expected_depth(weights, lengths),
+            weights=weights,
+            lengths=lengths,
+        )

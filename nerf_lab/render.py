@@ -3,40 +3,57 @@
 
 Options (``key=value``): ``checkpoint=FILE``, ``frames=N`` (default: the run's
 ``trainer.turntable_frames``), ``scale=S`` (relative to the data's image size),
-``distance=D``, ``device=auto``, ``chunk_size=N``. Writes ``DIR/renders/turntable.gif``
-and ``turntable_grid.png``.
+``distance=D``, ``device=auto``, ``chunk_size=N``. Writes ``turntable.gif`` and
+``turntable_grid.png`` into ``DIR/renders/``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
 from nerf_lab.eval import parse_args
 
 ALLOWED = {"run_dir", "checkpoint", "frames", "scale", "distance", "device", "chunk_size"}
 
 
-def main(argv: list[str] | None = None) -> str:
-    from nerf_lab.train import load_run
+def render_run(args: dict[str, Any]) -> Path:
+    """Render the turntable of the run named by ``args``; returns the GIF's path."""
+    from nerf_lab.camera_paths import turntable_cameras
+    from nerf_lab.config import trainer_settings
+    from nerf_lab.runs import load_run
+    from nerf_lab.visualize import write_turntable
 
+    run = load_run(args["run_dir"], args.get("checkpoint"), args.get("device"),
+                   args.get("chunk_size"))  # fmt: skip
+    s = trainer_settings(run.config.trainer)
+    frames = args.get("frames", s.turntable_frames)
+    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+        raise ValueError(f"frames={frames!r}: must be an integer >= 1.")
+    cams = turntable_cameras(frames, run.camera_like(), args.get("distance", s.turntable_distance))
+    out = run.render_views(cams, args.get("scale", s.turntable_scale))
+    return write_turntable(out.rgb[..., :3].clamp(0, 1), run.run_dir / "renders")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; exits 0 on success, 1 with a one-line error otherwise."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv, ALLOWED)
-    trainer, _ = load_run(
-        args["run_dir"],
-        args.get("checkpoint"),
-        device=args.get("device"),
-        chunk_size=args.get("chunk_size"),
-        turntable_frames=args.get("frames"),
-        turntable_scale=args.get("scale"),
-        turntable_distance=args.get("distance"),
-    )
-    if trainer.s.turntable_frames < 1:
-        raise SystemExit("frames must be >= 1.")
-    gif = trainer.turntable()
+    args = parse_args(sys.argv[1:] if argv is None else argv, ALLOWED, __doc__ or "")
+    try:
+        gif = render_run(args)
+    except (ValueError, OSError) as e:
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     print(gif)
-    return str(gif)
+    return 0
+
+
+def cli() -> None:
+    """``nerf-lab-render``: :func:`main` with its exit status."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":
-    main()
+    cli()

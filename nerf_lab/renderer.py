@@ -1,22 +1,41 @@
-"""``ImplicitRenderer``: raysampler + volumetric function + raymarcher, with chunking.
+"""Rendering: raysampler → field → raymarcher, in chunks of rays, in one or more passes.
 
-PyTorch3D's ``ImplicitRenderer`` evaluates the volumetric function on every ray at once;
-a full 256x256 image with 128 points per ray is 8.4M points, far too many for the
-tutorial's MLP in one go. Here ``chunk_size`` bounds the number of rays evaluated (and
-raymarched) at a time, so a model never has to write its own ``batched_forward``.
+* :func:`map_ray_chunks` is the one chunking implementation: it applies a function to at
+  most ``chunk_size`` rays at a time and joins the results.
+* :func:`render_rays` is the one render path (training, evaluation, previews, videos and
+  exports all use it, through :class:`Renderer`): it evaluates the field, raymarches into
+  a structured :class:`~nerf_lab.raymarchers.RenderOutput` (rgb, opacity, depth, weights)
+  and, with a resampler, runs further passes the way PyTorch3D's coarse-to-fine renderer
+  does: the resampler is called as ``resampler(input_ray_bundle=..., ray_weights=...)``
+  with the previous pass's bundle and weights (PyTorch3D's ``ProbabilisticRaysampler``
+  protocol) and the field is evaluated again on the bundle it returns.
+* :class:`ImplicitRenderer` is PyTorch3D's renderer (``(images, ray_bundle)`` with the
+  raymarcher's ``(..., C + 1)`` output), with optional chunking.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import torch
 
 from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.hooks import TrainingHooks
+from nerf_lab.raymarchers import RenderOutput
 from nerf_lab.raysamplers import RayBundle
 
 VolumetricFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def check_chunk_size(chunk_size: Any) -> int | None:
+    """``chunk_size`` if it is ``None`` or a positive int, else ``ValueError``."""
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
+    return chunk_size
 
 
 def flatten_ray_bundle(ray_bundle: RayBundle) -> RayBundle:
@@ -45,6 +64,48 @@ def slice_ray_bundle(ray_bundle: RayBundle, start: int, stop: int) -> RayBundle:
     )
 
 
+def iter_ray_chunks(
+    ray_bundle: RayBundle, chunk_size: int | None
+) -> Iterator[tuple[slice, RayBundle]]:
+    """``(rays slice, sub-bundle)`` for consecutive chunks of at most ``chunk_size`` rays of
+    the flattened bundle (one chunk of every ray for ``None``)."""
+    flat = flatten_ray_bundle(ray_bundle)
+    n_rays = flat.lengths.shape[0]
+    step = check_chunk_size(chunk_size) or max(n_rays, 1)
+    for start in range(0, n_rays, step):
+        yield slice(start, start + step), slice_ray_bundle(flat, start, start + step)
+
+
+def _join(outputs: list[Any], rays_shape: torch.Size) -> Any:
+    first = outputs[0]
+    if isinstance(first, RenderOutput):
+        return RenderOutput.cat(outputs).reshape(*rays_shape)
+    if isinstance(first, tuple):
+        return tuple(_join([o[i] for o in outputs], rays_shape) for i in range(len(first)))
+    out = torch.cat(outputs, dim=0)
+    return out.reshape(*rays_shape, *out.shape[1:])
+
+
+def map_ray_chunks(
+    fn: Callable[[RayBundle], Any], ray_bundle: RayBundle, chunk_size: int | None
+) -> Any:
+    """Apply ``fn`` to chunks of at most ``chunk_size`` rays and join the results.
+
+    Args:
+        fn: called with a flat sub-bundle of ``n`` rays; returns a tensor ``(n, ...)``, a
+            tuple of such tensors, or a :class:`RenderOutput` of ``n`` rays.
+        ray_bundle: rays with leading shape ``(*rays_shape)``.
+        chunk_size: rays per call; ``None``: all rays in one call.
+
+    Returns:
+        The same kind of result with leading shape ``(*rays_shape)``, equal to one call
+        on every ray for functions that treat rays independently.
+    """
+    rays_shape = ray_bundle.lengths.shape[:-1]
+    outputs = [fn(sub) for _, sub in iter_ray_chunks(ray_bundle, chunk_size)]
+    return _join(outputs, rays_shape)
+
+
 def chunked_volumetric_function(
     volumetric_function: VolumetricFunction,
     ray_bundle: RayBundle,
@@ -53,69 +114,177 @@ def chunked_volumetric_function(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Evaluate ``volumetric_function`` on at most ``chunk_size`` rays at a time.
 
-    Args:
-        ray_bundle: rays with leading shape ``(*rays_shape)``.
-
     Returns:
         densities ``(*rays_shape, n_pts_per_ray, 1)`` and features
         ``(*rays_shape, n_pts_per_ray, C)``, the same as one unchunked call.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk_size!r}.")
-    rays_shape = ray_bundle.lengths.shape[:-1]
-    flat = flatten_ray_bundle(ray_bundle)
-    n_rays = flat.lengths.shape[0]
-    outputs = [
-        volumetric_function(ray_bundle=slice_ray_bundle(flat, i, i + chunk_size), **kwargs)
-        for i in range(0, n_rays, chunk_size)
-    ]
-    densities = torch.cat([o[0] for o in outputs], dim=0)
-    features = torch.cat([o[1] for o in outputs], dim=0)
-    return (
-        densities.reshape(*rays_shape, *densities.shape[1:]),
-        features.reshape(*rays_shape, *features.shape[1:]),
+    if check_chunk_size(chunk_size) is None:
+        raise ValueError("chunk_size must be a positive integer; got None.")
+    return map_ray_chunks(
+        lambda sub: volumetric_function(ray_bundle=sub, **kwargs), ray_bundle, chunk_size
     )
 
 
-def render_ray_bundle(
-    ray_bundle: RayBundle,
-    volumetric_function: VolumetricFunction,
-    raymarcher: Callable[..., torch.Tensor],
-    chunk_size: int | None = None,
-    cameras: FoVPerspectiveCameras | None = None,
-    **kwargs: Any,
-) -> torch.Tensor:
-    """Evaluate the field on the rays and raymarch them, ``chunk_size`` rays at a time.
+class Resampler(TrainingHooks, torch.nn.Module):
+    """Optional base of a sampler that places a later pass's samples.
 
-    Memory is bounded by ``chunk_size * n_pts_per_ray`` points (when no graph is kept).
+    Called as ``forward(input_ray_bundle, ray_weights, **kwargs)`` with the previous
+    pass's bundle and its weights ``(..., n_pts_per_ray)`` (PyTorch3D's
+    ``ProbabilisticRaysampler`` protocol, which plain modules follow); returns a
+    :class:`RayBundle`, or ``(RayBundle, aux)`` with ``aux`` a dict of per-ray tensors
+    ``(..., *)`` that end up in :attr:`RenderOutput.aux` (e.g. for a loss term).
+
+    A subclass that places its samples without the field's weights (e.g. with proposal
+    networks of its own) sets ``needs_field_weights = False``: the renderer then calls it
+    with ``ray_weights=None`` and evaluates the field once.
+    """
+
+    needs_field_weights: ClassVar[bool] = True
+
+
+def render_rays(
+    ray_bundle: RayBundle,
+    field: VolumetricFunction,
+    raymarcher: Any,
+    resampler: Callable[..., Any] | None = None,
+    **kwargs: Any,
+) -> RenderOutput:
+    """Render rays: evaluate the field, raymarch; with a resampler, one more pass.
 
     Args:
-        ray_bundle: rays with leading shape ``(*rays_shape)``.
-        chunk_size: rays per evaluation; ``None`` evaluates all rays at once.
-        cameras: passed to ``volumetric_function`` (not to the raymarcher, as PyTorch3D).
+        ray_bundle: rays of leading shape ``(...)`` with ``n_pts_per_ray`` samples.
+        field: ``field(ray_bundle=..., **kwargs)`` → densities ``(..., n_pts_per_ray, 1)``,
+            colours ``(..., n_pts_per_ray, C)``.
+        raymarcher: has ``march(rays_densities, rays_features, ray_bundle)`` →
+            :class:`RenderOutput` (e.g. ``EmissionAbsorptionRaymarcher``).
+        resampler: optional; see :class:`Resampler`.
+        **kwargs: passed to the field and the resampler.
 
     Returns:
-        ``(*rays_shape, C_out)``: the raymarcher's output for every ray.
+        The final pass's :class:`RenderOutput` (leading shape ``(...)``) with the earlier
+        passes in ``passes``.
     """
-    if chunk_size is None:
-        densities, features = volumetric_function(ray_bundle=ray_bundle, cameras=cameras, **kwargs)
-        return raymarcher(
-            rays_densities=densities, rays_features=features, ray_bundle=ray_bundle, **kwargs
+
+    def march(bundle: RayBundle) -> RenderOutput:
+        densities, colors = field(ray_bundle=bundle, **kwargs)
+        return raymarcher.march(densities, colors, bundle)
+
+    if resampler is None:
+        return march(ray_bundle)
+    passes: list[RenderOutput] = []
+    weights = None
+    if not isinstance(resampler, Resampler) or resampler.needs_field_weights:
+        first = march(ray_bundle)
+        passes.append(first)
+        weights = first.weights
+    result = resampler(input_ray_bundle=ray_bundle, ray_weights=weights, **kwargs)
+    bundle, aux = result if isinstance(result, tuple) else (result, {})
+    out = march(bundle)
+    out.passes = passes
+    out.aux = dict(aux)
+    return out
+
+
+class Renderer(torch.nn.Module):
+    """The one render path of nerf_lab: a field, a raymarcher, an optional resampler.
+
+    Holds the trainable parts (the field and the resampler, so ``state_dict`` has both)
+    and evaluates the field under the run's precision (autocast; outputs cast back to
+    fp32 before raymarching).
+
+    Args:
+        field: ``forward(ray_bundle) → (densities, colors)`` (the tutorial's contract).
+        raymarcher: e.g. :class:`~nerf_lab.raymarchers.EmissionAbsorptionRaymarcher`.
+        resampler: optional later-pass sampler (see :class:`Resampler`).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast of the field).
+        chunk_size: default rays per evaluation in :meth:`render`; ``None``: all at once.
+    """
+
+    PRECISIONS = ("fp32", "bf16", "fp16")
+
+    def __init__(
+        self,
+        field: torch.nn.Module,
+        raymarcher: Any,
+        resampler: torch.nn.Module | None = None,
+        precision: str = "fp32",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if precision not in self.PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {list(self.PRECISIONS)}; got {precision!r}."
+            )
+        self.field = field
+        self.raymarcher = raymarcher
+        self.resampler = resampler
+        self.precision = precision
+        self.chunk_size = check_chunk_size(chunk_size)
+
+    def _autocast(self, device: torch.device) -> Any:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def evaluate_field(
+        self, ray_bundle: RayBundle, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The field's densities ``(..., n_pts_per_ray, 1)`` and colours
+        ``(..., n_pts_per_ray, C)``, in fp32."""
+        with self._autocast(ray_bundle.lengths.device):
+            densities, colors = self.field(ray_bundle=ray_bundle, **kwargs)
+        return densities.float(), colors.float()
+
+    def render(
+        self, ray_bundle: RayBundle, chunk_size: int | None = None, **kwargs: Any
+    ) -> RenderOutput:
+        """Render rays of leading shape ``(...)``, ``chunk_size`` rays at a time
+        (default: the renderer's); returns a :class:`RenderOutput` of shape ``(...)``."""
+        chunk = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
+        return map_ray_chunks(
+            lambda sub: render_rays(
+                sub, self.evaluate_field, self.raymarcher, self.resampler, **kwargs
+            ),
+            ray_bundle,
+            chunk,
         )
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
-    rays_shape = ray_bundle.lengths.shape[:-1]
-    flat = flatten_ray_bundle(ray_bundle)
-    n_rays = flat.lengths.shape[0]
-    chunks = []
-    for i in range(0, n_rays, chunk_size):
-        sub = slice_ray_bundle(flat, i, i + chunk_size)
-        densities, features = volumetric_function(ray_bundle=sub, cameras=cameras, **kwargs)
-        chunks.append(
-            raymarcher(rays_densities=densities, rays_features=features, ray_bundle=sub, **kwargs)
-        )
-    out = torch.cat(chunks, dim=0)
-    return out.reshape(*rays_shape, out.shape[-1])
+
+    def render_views(
+        self,
+        cameras: FoVPerspectiveCameras,
+        raysampler: Callable[..., RayBundle],
+        chunk_size: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> RenderOutput:
+        """Full-image renders, one camera at a time, without autograd, in eval mode.
+
+        Args:
+            cameras: ``n_views`` cameras.
+            raysampler: a grid sampler, ``raysampler(cameras=...)`` → bundle
+                ``(1, H, W, n_pts_per_ray)`` per camera.
+            should_stop: checked between views; when it returns True the render stops
+                early with :class:`RenderInterrupted`.
+
+        Returns:
+            :class:`RenderOutput` with leading shape ``(n_views, H, W)``.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            outs = []
+            with torch.no_grad():
+                for i in range(len(cameras)):
+                    if should_stop is not None and should_stop():
+                        raise RenderInterrupted(f"render stopped after {i} of {len(cameras)} views")
+                    outs.append(self.render(raysampler(cameras=cameras[[i]]), chunk_size))
+        finally:
+            self.train(was_training)
+        return RenderOutput.cat(outs)
+
+
+class RenderInterrupted(RuntimeError):
+    """A long render stopped early because a stop was requested (e.g. a signal)."""
 
 
 class ImplicitRenderer(torch.nn.Module):
@@ -131,7 +300,8 @@ class ImplicitRenderer(torch.nn.Module):
     where ``images`` has shape ``(*rays_shape, C_out)`` (e.g. ``(batch, image_height,
     image_width, C + 1)`` for a grid sampler) and ``volumetric_function(ray_bundle=...,
     cameras=..., **kwargs)`` returns densities ``(*rays_shape, n_pts_per_ray, 1)`` and
-    features ``(*rays_shape, n_pts_per_ray, C)``.
+    features ``(*rays_shape, n_pts_per_ray, C)``. As in PyTorch3D, ``**kwargs`` also
+    reach the raysampler (how a coarse-to-fine sampler receives the coarse pass).
     """
 
     def __init__(
@@ -143,13 +313,9 @@ class ImplicitRenderer(torch.nn.Module):
         super().__init__()
         if not callable(raysampler) or not callable(raymarcher):
             raise ValueError("raysampler and raymarcher must be callable.")
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
         self.raysampler = raysampler
         self.raymarcher = raymarcher
-        self.chunk_size = chunk_size
+        self.chunk_size = check_chunk_size(chunk_size)
 
     def forward(
         self,
@@ -163,12 +329,14 @@ class ImplicitRenderer(torch.nn.Module):
         ray_bundle = self.raysampler(
             cameras=cameras, volumetric_function=volumetric_function, **kwargs
         )
-        images = render_ray_bundle(
-            ray_bundle,
-            volumetric_function,
-            self.raymarcher,
-            chunk_size=self.chunk_size if chunk_size is None else chunk_size,
-            cameras=cameras,
-            **kwargs,
-        )
-        return images, ray_bundle
+
+        def march(sub: RayBundle) -> torch.Tensor:
+            densities, features = volumetric_function(ray_bundle=sub, cameras=cameras, **kwargs)
+            return self.raymarcher(
+                rays_densities=densities, rays_features=features, ray_bundle=sub, **kwargs
+            )
+
+        chunk = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
+        if chunk is None:  # PyTorch3D's behaviour: every ray at once, shapes as given
+            return march(ray_bundle), ray_bundle
+        return map_ray_chunks(march, ray_bundle, chunk), ray_bundle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -18,16 +19,18 @@ from nerf_lab import (
     look_at_view_transform,
     ray_bundle_to_ray_points,
 )
-from nerf_lab.models.fast import (
-    FastRadianceField,
+from nerf_lab.build import make_optimizer
+from nerf_lab.hooks import param_groups
+from nerf_lab.models.fast import FastRadianceField
+from nerf_lab.models.grid import (
     sampled_total_variation,
     total_variation,
-    transmittance,
     trilinear_corners,
     trilinear_interpolate,
     world_to_voxel,
 )
 from nerf_lab.models.nerf import sample_spacing
+from nerf_lab.raymarchers import transmittance
 
 SMALL = dict(resolution=12, n_features=5, n_hidden_neurons=8, density_init=0.1)
 
@@ -214,7 +217,7 @@ def test_gradients_are_finite_and_reach_all_parameters():
         MonteCarloRaysampler(-1, 1, -1, 1, 128, 32, 1.2, 4.2), EmissionAbsorptionRaymarcher()
     )
     out, _ = renderer(_cams(2), model)
-    loss = out.square().mean() + sum(model.extra_losses().values(), torch.zeros(()))
+    loss = out.square().mean() + sum(model.loss_terms().values(), torch.zeros(()))
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name
@@ -226,7 +229,7 @@ def test_occupancy_cache_follows_parameter_updates():
     model = _blob_model(occupancy_threshold=0.05)
     before = model.occupancy().clone()
     # Fused Adam does not bump the version counter: the cache must notice anyway.
-    opt = torch.optim.Adam(model.param_groups(1e-3), fused=True)
+    opt = make_optimizer(partial(torch.optim.Adam, lr=1e-3, fused=True), param_groups(model))
     model.density.grad = -torch.ones_like(model.density)  # pushes every density up
     for _ in range(20):
         opt.step()  # raw += grid lr everywhere
@@ -257,16 +260,17 @@ def test_points_outside_the_box_are_empty():
     assert bool((dens[0, z.abs() < 0.45, 0] > 0).all())
 
 
-def test_param_groups_and_extra_losses():
+def test_param_groups_and_loss_terms():
     model = FastRadianceField(**SMALL, grid_lr_scale=50.0, tv_weight=0.5)
-    groups = model.param_groups(2e-3)
+    groups = make_optimizer(partial(torch.optim.Adam, lr=2e-3), param_groups(model)).param_groups
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    assert [g["name"] for g in groups] == ["grids", "mlp"]
     assert groups[0]["lr"] == pytest.approx(0.1) and groups[1]["lr"] == pytest.approx(2e-3)
-    assert set(model.extra_losses()) == {"tv"}
-    assert FastRadianceField(**SMALL).extra_losses() == {}
+    assert set(model.loss_terms()) == {"tv"}
+    assert FastRadianceField(**SMALL).loss_terms() == {}
     both = FastRadianceField(**SMALL, tv_weight=0.5, tv_feature_weight=2.0)
-    losses = both.extra_losses()
+    losses = both.loss_terms()
     assert set(losses) == {"tv", "tv_feature"}
     # Against an obvious loop over neighbouring vertex pairs.
     r, c = both.resolution, both.n_features
@@ -283,7 +287,7 @@ def test_param_groups_and_extra_losses():
         total += acc / n_pairs
     assert float(losses["tv_feature"].detach()) == pytest.approx(2.0 * total, rel=1e-5)
     direct = FastRadianceField(resolution=8, n_features=3, n_hidden_neurons=0)
-    assert len(direct.param_groups(1e-3)) == 1
+    assert len(direct.param_groups()) == 1
     _, cols = direct(_bundle(1, 16, 8))
     assert torch.allclose(cols[cols > 0], torch.full_like(cols[cols > 0], 0.5), atol=0.03)
 
@@ -357,6 +361,6 @@ def test_sampled_total_variation_is_unbiased_and_sparse():
 def test_feature_tv_gives_the_optimizer_a_dense_gradient():
     model = FastRadianceField(**SMALL, tv_feature_weight=0.1, tv_feature_samples=50)
     d, c = model(_bundle(2, 16, 8))
-    (c.sum() + d.sum() + sum(model.extra_losses().values())).backward()
+    (c.sum() + d.sum() + sum(model.loss_terms().values())).backward()
     assert not model.features.grad.is_sparse
     torch.optim.Adam(model.parameters()).step()

@@ -1,6 +1,11 @@
-"""Radiance fields: ``forward(ray_bundle)`` → ``(densities, colors)``."""
+"""Radiance fields: ``forward(ray_bundle)`` → ``(densities, colors)``.
 
+Any ``torch.nn.Module`` with that ``forward`` is a field; :class:`RadianceField` is the
+optional base class with training hooks (see :mod:`nerf_lab.models.base`).
+"""
+
+from nerf_lab.models.base import RadianceField
 from nerf_lab.models.fast import FastRadianceField
 from nerf_lab.models.nerf import NeuralRadianceField
 
-__all__ = ["FastRadianceField", "NeuralRadianceField"]
+__all__ = ["FastRadianceField", "NeuralRadianceField", "RadianceField"]

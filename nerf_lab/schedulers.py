@@ -1,0 +1,159 @@
+"""Learning-rate schedules: each a ``torch.optim.lr_scheduler`` stepped once per iteration.
+
+A ``scheduler`` config node is a ``_partial_`` called with the optimiser (any class of
+``torch.optim.lr_scheduler`` works the same way). nerf_lab's schedules are
+:class:`~torch.optim.lr_scheduler.LambdaLR` with picklable factor objects, so their state
+goes into checkpoints and resumes exactly. After ``k`` calls of ``step()`` the learning
+rate of every parameter group is ``group_lr * factor(k)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+    return value
+
+
+def _number(name: str, value: Any, lo: float, hi: float = math.inf, *, open_lo: bool) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    ok = ok and (value > lo if open_lo else value >= lo) and value <= hi
+    if not ok:
+        bounds = f"{'>' if open_lo else '>='} {lo}" + (f" and <= {hi}" if hi < math.inf else "")
+        raise ValueError(f"{name} must be a number {bounds}; got {value!r}.")
+    return float(value)
+
+
+def decay_milestones(n_iter: int, decay_at: Sequence[float]) -> list[int]:
+    """Iterations at which the lr decays: ``round(n_iter * f)`` for each fraction ``f``.
+
+    ``round`` is Python's, as in the tutorial (``iteration == round(n_iter * 0.75)``).
+    """
+    return sorted(round(n_iter * float(f)) for f in decay_at)
+
+
+class StepFactor:
+    """``gamma ** (number of milestones <= step)``."""
+
+    def __init__(self, milestones: Sequence[int], gamma: float) -> None:
+        self.milestones = sorted(int(m) for m in milestones)
+        self.gamma = float(gamma)
+
+    def __call__(self, step: int) -> float:
+        return self.gamma ** sum(step >= m for m in self.milestones)
+
+
+class ExponentialFactor:
+    """``gamma ** (step / step_size)`` (PyTorch3D ``projects/nerf``'s schedule)."""
+
+    def __init__(self, gamma: float, step_size: float) -> None:
+        self.gamma = float(gamma)
+        self.step_size = float(step_size)
+
+    def __call__(self, step: int) -> float:
+        return self.gamma ** (step / self.step_size)
+
+
+class WarmupCosineFactor:
+    """Linear warm-up from ``warmup_start`` to 1 over ``warmup`` steps, then a half cosine
+    from 1 down to ``min_factor`` at ``n_iter`` (constant afterwards)."""
+
+    def __init__(self, n_iter: int, warmup: int, min_factor: float, warmup_start: float) -> None:
+        self.n_iter = int(n_iter)
+        self.warmup = int(warmup)
+        self.min_factor = float(min_factor)
+        self.warmup_start = float(warmup_start)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.warmup_start + (1.0 - self.warmup_start) * step / self.warmup
+        span = max(self.n_iter - self.warmup, 1)
+        t = min(step - self.warmup, span) / span
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class ConstantFactor:
+    """Always 1."""
+
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+
+class StepDecayLR(torch.optim.lr_scheduler.LambdaLR):
+    """:class:`StepFactor` schedule that can also clear the optimiser's state (e.g. Adam's
+    moments) when it reaches a milestone, as re-creating the optimiser there would."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, factor: StepFactor, reset_state: bool
+    ) -> None:
+        # (state_dict() saves every attribute: keep them plain values, not objects)
+        self.reset_state = bool(reset_state)
+        super().__init__(optimizer, factor)
+
+    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+        super().step() if epoch is None else super().step(epoch)
+        if self.reset_state and self.last_epoch in self.lr_lambdas[0].milestones:
+            self.optimizer.state.clear()
+
+
+def step_decay(
+    optimizer: torch.optim.Optimizer,
+    n_iter: int,
+    decay_at: Sequence[float] = (0.75,),
+    gamma: float = 0.1,
+    reset_state_at_decay: bool = False,
+) -> StepDecayLR:
+    """The tutorial's schedule: lr times ``gamma`` from ``round(n_iter * f)`` on, per ``f``.
+
+    Iteration ``i`` (0-based) uses ``lr * gamma ** #{milestones <= i}``. With
+    ``reset_state_at_decay`` the optimiser's state is cleared at each milestone (the
+    tutorial re-creates Adam at the drop, which also resets its moments).
+    """
+    _positive_int("n_iter", n_iter)
+    if isinstance(decay_at, str | bytes) or not all(
+        isinstance(f, int | float) and not isinstance(f, bool) and 0.0 <= f <= 1.0 for f in decay_at
+    ):
+        raise ValueError(f"decay_at must be a list of fractions in [0, 1]; got {decay_at!r}.")
+    _number("gamma", gamma, 0.0, open_lo=True)
+    return StepDecayLR(
+        optimizer, StepFactor(decay_milestones(n_iter, decay_at), gamma), reset_state_at_decay
+    )
+
+
+def exponential_decay(
+    optimizer: torch.optim.Optimizer, gamma: float = 0.1, step_size: float = 5000
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``lr * gamma ** (iteration / step_size)`` (PyTorch3D ``projects/nerf``: 0.1, 5000)."""
+    _number("gamma", gamma, 0.0, open_lo=True)
+    _number("step_size", step_size, 0.0, open_lo=True)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, ExponentialFactor(gamma, step_size))
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer,
+    n_iter: int,
+    warmup: int = 0,
+    min_factor: float = 0.01,
+    warmup_start: float = 0.01,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` iterations, then cosine decay to ``lr * min_factor``."""
+    _positive_int("n_iter", n_iter)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= n_iter:
+        raise ValueError(f"warmup must be an integer in [0, n_iter={n_iter}]; got {warmup!r}.")
+    _number("min_factor", min_factor, 0.0, 1.0, open_lo=False)
+    _number("warmup_start", warmup_start, 0.0, 1.0, open_lo=False)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupCosineFactor(n_iter, warmup, min_factor, warmup_start)
+    )
+
+
+def constant(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    """No schedule: the learning rate stays as set."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, ConstantFactor())
