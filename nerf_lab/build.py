@@ -46,11 +46,24 @@ def build(node: Any, where: str, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, ConfigValueError | OSError):
-            raise cause from None
-        if isinstance(cause, ValueError | TypeError):
-            raise ValueError(f"{where}: {cause}") from None
+        _reraise(e.__cause__, where)
+        raise
+
+
+def _reraise(cause: BaseException | None, where: str) -> None:
+    if type(cause) in (ValueError, TypeError):  # a component's own check: name the group
+        raise ValueError(f"{where}: {cause}") from None
+    if isinstance(cause, ValueError | OSError):  # already says where (e.g. bad scene data)
+        raise cause from None
+
+
+def call(fn: Callable[..., Any], where: str, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` (e.g. a partial from the config), naming ``where`` in the
+    message of a ``ValueError``/``TypeError`` it raises."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        _reraise(e, where)
         raise
 
 
@@ -119,14 +132,15 @@ def build_components(cfg: DictConfig) -> Components:
     groups = hooks.param_groups(field, "field")
     if resampler is not None:
         groups += hooks.param_groups(resampler, "resampler")
-    optimizer = make_optimizer(build(cfg.optimizer, "optimizer"), groups)
-    scheduler = build(cfg.scheduler, "scheduler")(optimizer)
+    optimizer = call(make_optimizer, "optimizer", build(cfg.optimizer, "optimizer"), groups)
+    scheduler = call(build(cfg.scheduler, "scheduler"), "scheduler", optimizer)
     # Validate the raysamplers now (with probe depths where they are auto).
     build(cfg.raysampler.train, "raysampler.train", **_raysampler_extent(cfg, None),
           **resolve_depths(cfg.raysampler, None))  # fmt: skip
-    build(cfg.raysampler.render, "raysampler.render", **resolve_depths(cfg.raysampler, None))(
-        image_height=2, image_width=2
+    render = build(
+        cfg.raysampler.render, "raysampler.render", **resolve_depths(cfg.raysampler, None)
     )
+    call(render, "raysampler.render", image_height=2, image_width=2)
     return Components(settings, renderer, loss_terms, optimizer, scheduler, device)
 
 

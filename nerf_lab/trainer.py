@@ -101,6 +101,7 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.nonfinite_steps = 0
+        self._saved: tuple[int, Path] | None = None
         self.writer: Any = None
         self.signals = StopSignals()
 
@@ -147,7 +148,11 @@ class Trainer:
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
 
     def save(self) -> Path:
+        """Save a checkpoint of the current step (once per step)."""
+        if self._saved is not None and self._saved[0] == self.step:
+            return self._saved[1]
         path = save_checkpoint(self.ckpt_dir, self.state_dict(), self.step, self.s.keep_checkpoints)
+        self._saved = (self.step, path)
         log.info("Saved checkpoint %s", path)
         return path
 

@@ -24,22 +24,26 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
 
-from nerf_lab.train import CONF_DIR, build_trainer, load_run
-from nerf_lab.trainer import Trainer
+from nerf_lab.build import build_trainer
+from nerf_lab.camera_paths import turntable_cameras
+from nerf_lab.config import CONF_DIR, trainer_settings
+from nerf_lab.runs import load_run
 
 
-def time_renders(trainer: Trainer, size: int, n: int) -> float | None:
-    """Fastest of ``n`` full renders of the first held-out view at ``size`` pixels."""
-    scale = size / min(trainer.image_hw)
+def time_renders(render: Any, cameras: Any, image_hw: tuple[int, int], size: int, n: int,
+                 device: torch.device) -> float | None:  # fmt: skip
+    """Fastest of ``n`` full renders ``render(cameras, scale)`` at ``size`` pixels."""
+    scale = size / min(image_hw)
     best = None
     for _ in range(n):
         t0 = time.perf_counter()
-        trainer.render_views(trainer.test_cameras[[0]], scale=scale, with_depth=False)
-        if trainer.device.type == "cuda":
+        render(cameras, scale)
+        if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         best = dt if best is None else min(best, dt)
@@ -76,12 +80,19 @@ def main() -> None:
                 times.append(dt)
                 n_rays = stats["n_rays"]
 
-        render_s = time_renders(trainer, args.render_size, args.renders)
+        cams = trainer.test_views[0][[0]]
+        render_s = time_renders(
+            trainer.render_views, cams, trainer.image_hw, args.render_size, args.renders,
+            trainer.device,
+        )  # fmt: skip
 
     render_trained_s = None
     if args.render_run is not None:
-        run_trainer, _ = load_run(args.render_run)
-        render_trained_s = time_renders(run_trainer, args.render_size, args.renders)
+        run = load_run(args.render_run)
+        settings = trainer_settings(run.config.trainer)
+        cams = turntable_cameras(1, run.camera_like(), settings.turntable_distance)
+        render_trained_s = time_renders(run.render_views, cams, run.image_hw, args.render_size,
+                                        args.renders, run.device)  # fmt: skip
 
     iter_s = statistics.median(times)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from nerf_lab.build import build_trainer
 from nerf_lab.checkpoint import load_latest, save_checkpoint
 from nerf_lab.config import ConfigValueError
-from nerf_lab.train import build_trainer, run
+from nerf_lab.hooks import TrainingHooks
+from nerf_lab.train import run
 from nerf_lab.trainer import NonFiniteLossError
-from tests.test_train import TINY, compose_cfg
+from tests.conftest import TINY, compose_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 RESUME = TINY + [
@@ -60,7 +62,10 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out
-    assert "trainer.resume=true" in out and not (run_dir / "metrics.json").exists()
+    assert "trainer.resume=true" in out
+    status = json.loads((run_dir / "metrics.json").read_text())
+    assert status["status"] == "interrupted" and status["signal"] == signal.SIGTERM
+    assert status["step"] >= 5 and "trainer.resume=true" in status["resume"]
     state, _ = load_latest(run_dir / "checkpoints")
     assert 0 < state["step"] < 40
 
@@ -106,7 +111,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
     assert sorted(p.name for p in d.glob("step_*.pt")) == ["step_00000005.pt", "step_00000006.pt"]
 
 
-class NaNAfter(torch.nn.Module):
+class NaNAfter(TrainingHooks, torch.nn.Module):
     """A test field that returns NaN colours from the given iteration on."""
 
     def __init__(self, nan_from: int = 3):
@@ -132,8 +137,8 @@ def test_nonfinite_loss_stops_with_named_terms_and_keeps_checkpoint(tmp_path):
         TINY + ["trainer.n_iter=10", "trainer.checkpoint_every=2", "trainer.turntable_frames=0"]
     )
     t = build_trainer(cfg, tmp_path)
-    t.model = NaNAfter(3)
-    t.optimizer = torch.optim.Adam(t.model.parameters())
+    t.renderer.field = NaNAfter(3)
+    t.optimizer = torch.optim.Adam(t.renderer.parameters())
     t.scheduler = torch.optim.lr_scheduler.LambdaLR(t.optimizer, lambda s: 1.0)
     with pytest.raises(NonFiniteLossError, match=r"iteration 3: color=nan, silhouette="):
         t.fit()
@@ -150,8 +155,8 @@ def test_nonfinite_loss_stops_with_named_terms_and_keeps_checkpoint(tmp_path):
         ]
     )
     t = build_trainer(cfg, tmp_path / "skip")
-    t.model = NaNAfter(3)
-    t.optimizer = torch.optim.Adam(t.model.parameters())
+    t.renderer.field = NaNAfter(3)
+    t.optimizer = torch.optim.Adam(t.renderer.parameters())
     t.scheduler = torch.optim.lr_scheduler.LambdaLR(t.optimizer, lambda s: 1.0)
     metrics = t.fit()
     assert metrics["nonfinite_steps"] == 3
@@ -172,28 +177,33 @@ def test_unwritable_output_dir_fails_before_work(tmp_path):
 @pytest.mark.parametrize(
     "override,needle",
     [
-        ("raysampler.n_rays_per_image=0", "raysampler.n_rays_per_image=0: must be an integer >= 1"),
-        ("raysampler.n_pts_per_ray=-3", "raysampler.n_pts_per_ray=-3"),
-        ("raysampler.min_depth=0", "raysampler.min_depth=0.0: must be a finite number > 0"),
+        ("raysampler.n_rays_per_image=0", "raysampler.train: n_rays_per_image must be a positive"),
+        ("raysampler.n_pts_per_ray=-3", "n_pts_per_ray must be a positive integer; got -3"),
+        ("raysampler.min_depth=0", "min_depth must be > 0; got 0"),
         ("raysampler.max_depth=0.05", "min_depth must be smaller than max_depth"),
-        ("optimizer.lr=0", "optimizer.lr=0"),
-        ("trainer.batch_size=0", "trainer.batch_size=0"),
+        ("optimizer.lr=-1", "optimizer: Invalid learning rate: -1"),
+        ("trainer.batch_size=0", "trainer.batch_size=0: must be an integer >= 1"),
         ("trainer.chunk_size=0", "trainer.chunk_size=0"),
-        ("data.image_size=0", "data.image_size=0"),
-        ("data.fov=0", "data.fov=0"),
+        ("data.image_size=0", "data: image_size must be a positive int; got 0"),
+        ("data.fov=0", "data: fov must be in (0, 180) degrees; got 0"),
         ("trainer.precision=fp8", "trainer.precision='fp8': must be one of"),
         ("trainer.device=tpu", "trainer.device='tpu'"),
-        ("data.num_views=0", "data.num_views=0"),
+        ("data.num_views=0", "data: num_views must be a positive int; got 0"),
+        ("model.n_hidden_neurons=0", "model: n_hidden_neurons must be >= 1; got 0"),
+        ("scheduler.gamma=0", "scheduler: gamma must be a number > 0.0; got 0"),
+        ("loss.terms.color.kind=l3", "loss.terms.color: kind must be one of"),
+        ("+model.n_layers=3", "model.n_layers: unknown key for nerf_lab.models.NeuralRadianceField"),
+        ("+trainer.n_iterz=3", "trainer.n_iterz: unknown key"),
     ],
 )
 def test_each_bad_value_is_reported_before_data(tmp_path, override, needle, monkeypatch):
-    import nerf_lab.data as data
+    import nerf_lab.data.procedural as procedural
 
     def boom(*a, **k):
         raise AssertionError("data generation started before validation")
 
-    monkeypatch.setattr(data, "procedural_scene", boom)
-    with pytest.raises(ConfigValueError, match=re.escape(needle)):
+    monkeypatch.setattr(procedural, "render_orbit_scene", boom)
+    with pytest.raises(ValueError, match=re.escape(needle)):
         run(compose_cfg(TINY + [override]), tmp_path)
 
 
@@ -223,9 +233,10 @@ def test_scene_validation_errors_reach_the_user_through_train(tmp_path):
     assert status["status"] == "failed" and "SceneValidationError" in status["error"]
 
 
-def test_background_accepts_names_and_rgb_lists():
-    from nerf_lab.config import check_config
+def test_background_accepts_names_and_rgb_lists(tmp_path):
+    from nerf_lab.build import build_scene
 
-    check_config(compose_cfg(TINY + ["data.background=[1.0,1.0,1.0]"]))
-    with pytest.raises(ConfigValueError, match=re.escape("data.background='pink'")):
-        check_config(compose_cfg(TINY + ["data.background=pink"]))
+    scene = build_scene(compose_cfg(TINY + ["data.background=[1.0,1.0,1.0]"]))
+    assert scene.background_color == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="pink"):
+        build_scene(compose_cfg(TINY + ["data.background=pink"]))

@@ -19,7 +19,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nerf_lab.config import check_config
 from nerf_lab.plugins import plugin_installed
-from tests.test_train import CONF, TINY, compose_cfg
+from tests.conftest import CONF, TINY, compose_cfg
 
 REPO = CONF.parent
 SUMMARIZE = REPO / "scripts" / "summarize_sweep.py"

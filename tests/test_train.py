@@ -1,4 +1,4 @@
-"""Config composition, the trainer smoke test, TensorBoard tags, checkpoints, eval/render."""
+"""The trainer smoke test, TensorBoard tags, checkpoints, eval/render from the run directory."""
 
 from __future__ import annotations
 
@@ -7,42 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nerf_lab.config import ConfigValueError, check_config
-from nerf_lab.train import CONF_DIR, build_trainer, run
-
-CONF = Path(CONF_DIR)
-
-# A tiny, fast scene and run: 32 px procedural object, 8 + 2 views, a few iterations.
-TINY = [
-    "data=procedural",
-    "data.image_size=24",
-    "data.num_views=8",
-    "data.n_test_views=2",
-    "model=small",
-    "model.n_hidden_neurons=16",
-    "model.n_harmonic_functions=4",
-    "raysampler.n_rays_per_image=64",
-    "raysampler.n_pts_per_ray=16",
-    "trainer.batch_size=2",
-    "trainer.device=cpu",
-    "trainer.progress_bar=false",
-    "trainer.turntable_frames=2",
-    "trainer.chunk_size=512",
-]
-
-
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+from nerf_lab.build import build_trainer
+from nerf_lab.train import run
+from tests.conftest import CONF, TINY, compose_cfg
 
 
 def scalar_tags(run_dir: Path) -> dict[str, list]:
@@ -51,129 +20,8 @@ def scalar_tags(run_dir: Path) -> dict[str, list]:
     return {t: acc.Scalars(t) for t in acc.Tags()["scalars"]}, acc.Tags()["images"]
 
 
-@pytest.fixture
-def mesh_file(tmp_path):
-    import trimesh
-
-    path = tmp_path / "box.ply"
-    trimesh.creation.box(extents=(1.0, 0.6, 0.8)).export(path)
-    return path
-
-
-@pytest.fixture
-def blender_dir(tmp_path):
-    from nerf_lab.data import export_blender, procedural_scene
-
-    out = tmp_path / "blender"
-    export_blender(procedural_scene(num_views=6, n_test_views=2, image_size=24), out)
-    return out
-
-
-def _data_overrides(
-    option: str, mesh_file: Path, blender_dir: Path, cow_dir: Path | None
-) -> list[str]:
-    if option == "cow":
-        if cow_dir is None:
-            pytest.skip("cow mesh not available")
-        return [
-            "data=cow",
-            f"data.data_dir={cow_dir}",
-            "data.num_views=6",
-            "data.n_test_views=2",
-            "data.image_size=32",
-        ]
-    if option == "mesh":
-        return [
-            "data=mesh",
-            f"data.path={mesh_file}",
-            "data.num_views=4",
-            "data.n_test_views=2",
-            "data.image_size=24",
-        ]
-    if option == "blender":
-        return ["data=blender", f"data.path={blender_dir}"]
-    return [f"data={option}", "data.num_views=4", "data.n_test_views=2", "data.image_size=24"]
-
-
-def test_every_option_of_every_group_composes_and_instantiates(mesh_file, blender_dir, request):
-    cow = (
-        request.getfixturevalue("cow_dir")
-        if (Path(CONF_DIR).parent.parent / "shared").exists()
-        else None
-    )
-    groups = ["raysampler", "model", "loss", "optimizer", "trainer"]
-    for group in groups:
-        for option in group_options(group):
-            cfg = compose_cfg([f"{group}={option}"])
-            check_config(cfg)
-            instantiate(cfg.raysampler.train, min_x=-1.0, max_x=1.0, min_y=-1.0, max_y=1.0)
-            instantiate(cfg.raysampler.render)(image_height=8, image_width=8)
-            model = instantiate(cfg.model)
-            opt = instantiate(cfg.optimizer.optim)(model.parameters())
-            instantiate(cfg.optimizer.scheduler)(opt)
-            instantiate(cfg.loss)
-            instantiate(cfg.raymarcher, background_color=None)
-            OmegaConf.to_object(cfg.trainer)
-    for option in group_options("data"):
-        cfg = compose_cfg(_data_overrides(option, mesh_file, blender_dir, cow))
-        check_config(cfg)
-        scene = instantiate(cfg.data)
-        assert (
-            scene.images.ndim == 4
-            and len(scene.splits["train"]) > 0
-            and len(scene.splits["test"]) > 0
-        )
-    for option in group_options("experiment"):
-        cfg = compose_cfg([f"experiment={option}"])
-        check_config(cfg)
-        instantiate(cfg.model)
-    tutorial = compose_cfg(["experiment=tutorial"])
-    assert tutorial.model.n_harmonic_functions == 60 and tutorial.model.n_hidden_neurons == 256
-    assert tutorial.raysampler.n_rays_per_image == 750 and tutorial.raysampler.n_pts_per_ray == 128
-    assert (tutorial.raysampler.min_depth, tutorial.raysampler.max_depth) == (0.1, 3.0)
-    assert tutorial.trainer.n_iter == 3000 and tutorial.trainer.batch_size == 6
-    assert tutorial.optimizer.lr == 1e-3 and list(tutorial.optimizer.decay_at) == [0.75]
-    assert (
-        tutorial.loss.scaling == 0.1
-        and tutorial.trainer.log_every == 10
-        and tutorial.trainer.render_every == 100
-    )
-
-
-def test_bad_key_and_bad_values_fail_clearly():
-    from hydra.errors import ConfigCompositionException
-
-    with pytest.raises(ConfigCompositionException, match="n_iterr"):
-        compose_cfg(["trainer.n_iterr=5"])
-    with pytest.raises(ConfigCompositionException, match="n_hidden_neurons"):
-        compose_cfg(["model.n_hidden_neurons=abc"])
-    with pytest.raises(ConfigCompositionException):
-        compose_cfg(["model=bogus"])
-    cfg = compose_cfg(
-        [
-            "raysampler.min_depth=3.5",
-            "raysampler.max_depth=2.0",
-            "optimizer.lr=-1",
-            "trainer.n_iter=0",
-            "data=procedural",
-            "data.fov=180",
-            "model.render_color_threshold=1.0",
-        ]
-    )
-    with pytest.raises(ConfigValueError) as e:
-        check_config(cfg)
-    msg = str(e.value)
-    for needle in (
-        "raysampler.min_depth=3.5 and raysampler.max_depth=2.0",
-        "optimizer.lr=-1",
-        "trainer.n_iter=0: must be an integer >= 1",
-        "data.fov=180",
-        "model.render_color_threshold=1.0: must be a number in [0, 1)",
-    ):
-        assert needle in msg, msg
-
-
-def test_smoke_training_writes_tags_checkpoint_metrics_and_renders(tmp_path):
+def test_smoke_training_writes_tags_checkpoint_metrics_and_renders(tmp_path, caplog):
+    caplog.set_level("INFO", logger="nerf_lab")
     cfg = compose_cfg(
         TINY
         + [
@@ -208,6 +56,10 @@ def test_smoke_training_writes_tags_checkpoint_metrics_and_renders(tmp_path):
     assert "render/heldout" in images and "turntable" in images
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*.pt"))
     assert ckpts == ["step_00000003.pt", "step_00000006.pt"]
+    saves = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("Saved checkpoint")
+    ]
+    assert len(saves) == 2, saves  # the final checkpoint is written once
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_00000006.pt"
     state = torch.load(tmp_path / "checkpoints" / "step_00000006.pt", weights_only=True)
     assert state["step"] == 6 and state["config"]["trainer"]["n_iter"] == 6
@@ -241,18 +93,24 @@ def test_eval_and_render_rebuild_from_run_dir(tmp_path):
     cfg = compose_cfg(TINY + ["trainer.n_iter=4", "trainer.turntable_frames=0"])
     run(cfg, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    again = nl_eval.main([f"run_dir={tmp_path}"])
+    assert nl_eval.main([f"run_dir={tmp_path}"]) == 0
+    again = json.loads((tmp_path / "eval.json").read_text())
     assert again["eval/psnr"] == pytest.approx(metrics["eval/psnr"], abs=1e-6)
-    assert json.loads((tmp_path / "eval.json").read_text())["iterations"] == 4
-    gif = nl_render.main([f"run_dir={tmp_path}", "frames=3"])
-    assert Path(gif).exists()
-    with pytest.raises(SystemExit, match="Unknown argument"):
+    assert again["iterations"] == 4
+    assert nl_render.main([f"run_dir={tmp_path}", "frames=3"]) == 0
+    assert (tmp_path / "renders" / "turntable.gif").exists()
+    with pytest.raises(SystemExit) as e:
         nl_eval.main([f"run_dir={tmp_path}", "bogus=1"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        nl_render.main(["--help"])
+    assert e.value.code == 0
+    assert nl_eval.main([f"run_dir={tmp_path / 'nowhere'}"]) == 1
 
 
 def test_pixel_lookup_returns_the_pixel_each_ray_went_through():
     from nerf_lab.raysamplers import ndc_pixel_grid
-    from nerf_lab.trainer import sample_images_at_rays
+    from nerf_lab.targets import sample_images_at_rays
 
     for h, w in ((5, 5), (4, 7), (6, 3)):
         images = torch.arange(2 * h * w, dtype=torch.float32).view(2, h, w, 1)
@@ -317,13 +175,13 @@ def test_bf16_precision_trains_and_stays_close_to_fp32(tmp_path):
     ]
     fp32 = build_trainer(compose_cfg(base), tmp_path / "a")
     bf16 = build_trainer(compose_cfg(base + ["trainer.precision=bf16"]), tmp_path / "b")
-    r32 = fp32.render_views(fp32.test_cameras[[0]], with_depth=False).rgb
-    r16 = bf16.render_views(bf16.test_cameras[[0]], with_depth=False).rgb
+    r32 = fp32.render_views(fp32.test_views[0][[0]]).rgb
+    r16 = bf16.render_views(bf16.test_views[0][[0]]).rgb
     assert r16.dtype == torch.float32
     assert (r32 - r16).abs().max() < 0.05
     stats = bf16.train_step()
-    assert all(torch.isfinite(p).all() for p in bf16.model.parameters())
-    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # fp32 master weights
+    assert all(torch.isfinite(p).all() for p in bf16.renderer.parameters())
+    assert all(p.dtype == torch.float32 for p in bf16.renderer.parameters())  # fp32 master weights
     assert stats["loss"] > 0
 
 
@@ -336,7 +194,7 @@ def test_chunked_training_step_gives_the_same_gradient(tmp_path):
         t = build_trainer(compose_cfg(base + extra), tmp_path / str(len(extra)))
         torch.manual_seed(5)
         stats = t.train_step()
-        grads.append(({n: p.grad.clone() for n, p in t.model.named_parameters()}, stats))
+        grads.append(({n: p.grad.clone() for n, p in t.renderer.named_parameters()}, stats))
     (g0, s0), (g1, s1) = grads
     for name in g0:
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-7, msg=name)
