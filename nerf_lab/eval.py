@@ -8,39 +8,13 @@ Options (``key=value``): ``checkpoint=FILE`` (default: the latest), ``device=aut
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from nerf_lab.checkpoint import write_json_atomic
+from nerf_lab.cli import run_command
 
 ALLOWED = {"run_dir", "checkpoint", "device", "chunk_size", "eval_max_views"}
-
-
-def parse_args(argv: list[str], allowed: set[str], doc: str) -> dict[str, Any]:
-    """``key=value`` arguments (Hydra's override syntax, without composition).
-
-    ``--help``/``-h`` prints ``doc`` and exits 0; a bad argument exits 2 with a message.
-    """
-    if any(a in ("-h", "--help") for a in argv):
-        print(doc.strip())
-        raise SystemExit(0)
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        print(f"Arguments must be key=value; got {bad}. Allowed keys: {sorted(allowed)}",
-              file=sys.stderr)  # fmt: skip
-        raise SystemExit(2)
-    args = OmegaConf.to_container(OmegaConf.from_dotlist(argv))
-    unknown = sorted(set(args) - allowed)
-    if unknown:
-        print(f"Unknown argument(s) {unknown}. Allowed keys: {sorted(allowed)}", file=sys.stderr)
-        raise SystemExit(2)
-    if "run_dir" not in args:
-        print("Missing run_dir=DIR (a finished or interrupted training run).", file=sys.stderr)
-        raise SystemExit(2)
-    return args
 
 
 def evaluate_run(args: dict[str, Any]) -> dict[str, Any]:
@@ -67,15 +41,9 @@ def evaluate_run(args: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; exits 0 on success, 1 with a one-line error otherwise."""
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv, ALLOWED, __doc__ or "")
-    try:
-        metrics = evaluate_run(args)
-    except (ValueError, OSError) as e:
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(metrics, indent=2))
-    return 0
+    return run_command(
+        argv, ALLOWED, __doc__ or "", evaluate_run, lambda m: json.dumps(m, indent=2)
+    )
 
 
 def cli() -> None:

@@ -9,12 +9,11 @@ Options (``key=value``): ``checkpoint=FILE``, ``frames=N`` (default: the run's
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from nerf_lab.eval import parse_args
+from nerf_lab.cli import run_command
 
 ALLOWED = {"run_dir", "checkpoint", "frames", "scale", "distance", "device", "chunk_size"}
 
@@ -39,15 +38,7 @@ def render_run(args: dict[str, Any]) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; exits 0 on success, 1 with a one-line error otherwise."""
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv, ALLOWED, __doc__ or "")
-    try:
-        gif = render_run(args)
-    except (ValueError, OSError) as e:
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    print(gif)
-    return 0
+    return run_command(argv, ALLOWED, __doc__ or "", render_run, str)
 
 
 def cli() -> None:

@@ -178,7 +178,7 @@ def render_rays(
         passes.append(first)
         weights = first.weights
     result = resampler(input_ray_bundle=ray_bundle, ray_weights=weights, **kwargs)
-    bundle, aux = result if isinstance(result, tuple) else (result, {})
+    bundle, aux = (result, {}) if isinstance(result, RayBundle) else result
     out = march(bundle)
     out.passes = passes
     out.aux = dict(aux)

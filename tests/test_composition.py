@@ -113,7 +113,9 @@ def test_a_new_option_with_new_keys_needs_no_schema(tmp_path):
 
 
 def test_loss_terms_can_be_added_by_override():
-    cfg = compose_cfg([*TINY, "+loss/terms@loss.terms.color_l1=color", "loss.terms.color_l1.kind=l1"])
+    cfg = compose_cfg(
+        [*TINY, "+loss/terms@loss.terms.color_l1=color", "loss.terms.color_l1.kind=l1"]
+    )
     terms = build_components(cfg).loss_terms
     assert set(terms) == {"color", "silhouette", "color_l1"} and terms["color_l1"].kind == "l1"
 

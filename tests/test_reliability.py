@@ -16,7 +16,6 @@ import torch
 
 from nerf_lab.build import build_trainer
 from nerf_lab.checkpoint import load_latest, save_checkpoint
-from nerf_lab.config import ConfigValueError
 from nerf_lab.hooks import TrainingHooks
 from nerf_lab.train import run
 from nerf_lab.trainer import NonFiniteLossError
@@ -192,7 +191,10 @@ def test_unwritable_output_dir_fails_before_work(tmp_path):
         ("model.n_hidden_neurons=0", "model: n_hidden_neurons must be >= 1; got 0"),
         ("scheduler.gamma=0", "scheduler: gamma must be a number > 0.0; got 0"),
         ("loss.terms.color.kind=l3", "loss.terms.color: kind must be one of"),
-        ("+model.n_layers=3", "model.n_layers: unknown key for nerf_lab.models.NeuralRadianceField"),
+        (
+            "+model.n_layers=3",
+            "model.n_layers: unknown key for nerf_lab.models.NeuralRadianceField",
+        ),
         ("+trainer.n_iterz=3", "trainer.n_iterz: unknown key"),
     ],
 )
