@@ -246,14 +246,14 @@ class Trainer:
             lambda: self.signals.stop_requested,
         )
 
-    def evaluate(self) -> dict[str, Any]:
-        """PSNR and SSIM of full renders of (up to ``eval_max_views``) held-out views."""
+    def evaluate(self, max_views: int | None = None) -> dict[str, Any]:
+        """PSNR and SSIM of full renders of the first ``max_views`` held-out views (all for
+        ``None`` or 0)."""
         cams, images, _ = self.test_views
-        n = min(len(cams), self.s.eval_max_views or len(cams))
-        h, w = self.image_hw
+        n = min(len(cams), max_views or len(cams))
         metrics, _ = evaluate_views(
             self.renderer,
-            self.grid_raysampler(h, w),
+            self.grid_raysampler(*self.image_hw),
             cams[list(range(n))],
             images[:n],
             self.s.chunk_size,
@@ -319,7 +319,7 @@ class Trainer:
                     if s.render_every and (step - 1) % s.render_every == 0:
                         self._guarded(self.log_preview)
                     if s.eval_every and step % s.eval_every == 0 and step < s.n_iter:
-                        self._guarded(lambda: log_eval(self, self.evaluate()))
+                        self._guarded(lambda: log_eval(self, self.evaluate(s.eval_max_views)))
                     if s.checkpoint_every and step % s.checkpoint_every == 0:
                         self.save()
                     if self.signals.checkpoint_requested:

@@ -32,6 +32,10 @@ TINY = [
 ]
 
 
+#: TINY without the model settings (for other model options).
+TINY_RUN = [o for o in TINY if not o.startswith("model")]
+
+
 def compose_cfg(overrides: list[str]):
     """The composed config for ``overrides`` (as ``python -m nerf_lab.train`` would)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

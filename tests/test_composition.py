@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 
 from nerf_lab.build import build_components, build_raysamplers, build_scene
 from nerf_lab.config import ConfigValueError, check_config, trainer_settings
-from tests.conftest import CONF, TINY, compose_cfg, group_options
+from tests.conftest import CONF, TINY, TINY_RUN, compose_cfg, group_options
 
 REPO = CONF.parent
 
@@ -36,7 +36,7 @@ def test_every_group_has_real_choices():
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_builds(group, option):
-    cfg = compose_cfg([*TINY, f"{group}={option}"])
+    cfg = compose_cfg([*(TINY_RUN if group == "model" else TINY), f"{group}={option}"])
     components = build_components(cfg)
     assert components.optimizer.param_groups and components.loss_terms
     s = components.settings
@@ -51,7 +51,13 @@ def test_option_composes_and_builds(group, option):
 def _data_overrides(option, mesh_file, blender_dir, cow_dir):
     small = ["data.num_views=4", "data.n_test_views=2", "data.image_size=24"]
     if option == "cow":
-        return ["data=cow", f"data.data_dir={cow_dir}", *small]
+        return [
+            "data=cow",
+            f"data.data_dir={cow_dir}",
+            "data.num_views=6",
+            "data.n_test_views=2",
+            "data.image_size=24",
+        ]
     if option == "mesh":
         return ["data=mesh", f"data.path={mesh_file}", *small]
     if option == "blender":
@@ -121,7 +127,7 @@ def test_loss_terms_can_be_added_by_override():
 
 
 def test_param_groups_get_their_lr_scale():
-    cfg = compose_cfg([*TINY, "model=fast", "model.resolution=8", "model.grid_lr_scale=10",
+    cfg = compose_cfg([*TINY_RUN, "model=fast", "model.resolution=8", "model.grid_lr_scale=10", "model.n_hidden_neurons=8",
                        "optimizer=adamw", "optimizer.lr=2e-3"])  # fmt: skip
     groups = build_components(cfg).optimizer.param_groups
     assert {g["name"]: g["lr"] for g in groups} == pytest.approx(
@@ -188,7 +194,7 @@ def test_user_components_from_their_own_folder_train_together(tmp_path):
     conf, env = _user_folder(tmp_path)
     run_dir = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "nerf_lab.train", *TINY, "trainer=debug", "trainer.device=cpu",
+        sys.executable, "-m", "nerf_lab.train", *TINY_RUN, "trainer=debug", "trainer.device=cpu",
         f"hydra.searchpath=[file://{conf}]", "model=tiny", "optimizer=rmsprop",
         "scheduler=linear", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
