@@ -12,6 +12,17 @@ is that of the *shorter* image side: for ``W > H``,
 
 Optional extra keys (written by :func:`export_blender`, read when present): ``near`` and ``far``
 (file or frame level) and a frame-level ``camera_angle_x``.
+
+Depth range of the scene (:attr:`Scene.near` / :attr:`Scene.far`): NeRF-synthetic files do not
+say where the content is, so the loader assumes it lies in an axis-aligned ``scene_box``, by
+default ``[-1.5, 1.5]^3``: the box instant-ngp and nerfacc use for these scenes (every object
+of the eight NeRF-synthetic scenes fits in it, and every camera looks at it), and which holds
+``[-1, 1]^3``, where nerf_lab's own scenes (normalised meshes) live. ``near`` / ``far`` are
+then the smallest / largest view-space z-depth of the box's 8 corners over every camera
+(depth is affine in the point, so no point of the box is nearer or farther), with ``near``
+clamped above 0. For the original scenes (cameras at distance ~4.03) this gives about
+1.4 / 6.6, a superset of the 2 / 6 of the NeRF paper. An explicit ``near`` / ``far``
+argument overrides both the box and the file.
 """
 
 from __future__ import annotations
@@ -28,11 +39,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.data.bounds import box_depth_range
 from nerf_lab.data.scene import Scene, SceneValidationError, raise_if_problems
 from nerf_lab.data.views import parse_background
 
 DEFAULT_NEAR = 2.0
 DEFAULT_FAR = 6.0
+# (x_min, y_min, z_min, x_max, y_max, z_max) of the region NeRF-synthetic cameras look at.
+DEFAULT_SCENE_BOX = (-1.5, -1.5, -1.5, 1.5, 1.5, 1.5)
 _GL_TO_P3D = np.diag([-1.0, 1.0, -1.0])
 _RIGID_ATOL = 1e-4
 
@@ -106,7 +120,9 @@ def _resolve_image(root: Path, file_path: str) -> Path | None:
     return None
 
 
-def _read_rgba(path: Path, where: str, problems: list[str]) -> np.ndarray | None:
+def _read_rgba(path: Path, where: str, problems: list[str]) -> tuple[np.ndarray, bool] | None:
+    """``(H, W, 4)`` uint8 RGBA (alpha 255 for RGB images) and whether the file has an alpha
+    channel, or None (the problem is recorded)."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -114,10 +130,11 @@ def _read_rgba(path: Path, where: str, problems: list[str]) -> np.ndarray | None
                 problems.append(f"{where}: image {path} has mode {im.mode!r}, expected RGB or RGBA")
                 return None
             arr = np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
+            has_alpha = im.mode == "RGBA"
     except (OSError, ValueError) as e:
         problems.append(f"{where}: cannot read image {path} ({e})")
         return None
-    return arr
+    return arr, has_alpha
 
 
 def _positive_number(value: Any) -> bool:
@@ -132,6 +149,7 @@ def load_blender(
     near: float | None = None,
     far: float | None = None,
     name: str | None = None,
+    scene_box: Sequence[float] = DEFAULT_SCENE_BOX,
 ) -> Scene:
     """Load a NeRF-synthetic folder as a :class:`Scene`.
 
@@ -141,9 +159,12 @@ def load_blender(
         downscale: integer factor; images are area-averaged (RGB after compositing, and alpha).
         splits: splits to read; ``"train"`` and ``"test"`` must exist, others (``"val"``, ...)
             are read when their file exists.
-        near, far: camera ``znear`` / ``zfar``; ``None``: the file's ``near`` / ``far`` keys if
-            present, else 2 and 6 (the NeRF-synthetic bounds).
+        near, far: camera ``znear`` / ``zfar`` and the scene's ``near`` / ``far``; ``None``:
+            the cameras take the file's ``near`` / ``far`` keys if present, else 2 and 6 (the
+            NeRF-synthetic bounds), and the scene's depth range comes from ``scene_box``.
         name: scene name (default: the folder name).
+        scene_box: ``(x_min, y_min, z_min, x_max, y_max, z_max)`` world box holding the
+            content (see the module docstring); sets the scene's ``near`` / ``far``.
 
     Returns:
         The scene; views are ordered split by split, in ``splits`` order.
@@ -159,6 +180,9 @@ def load_blender(
     for label, value in (("near", near), ("far", far)):
         if value is not None and not (_positive_number(value) and value > 0):
             raise ValueError(f"{label} must be a positive number or None; got {value!r}.")
+    if near is not None and far is not None and not near < far:
+        raise ValueError(f"near must be < far; got near={near!r}, far={far!r}.")
+    box = _check_scene_box(scene_box)
     problems: list[str] = []
     if not root.is_dir():
         raise SceneValidationError([f"{root} is not a folder"], f"Blender scene {root}")
@@ -198,6 +222,7 @@ def load_blender(
             m = _check_matrix(frame.get("transform_matrix"), where, problems)
             fp = frame.get("file_path")
             image = None
+            has_alpha = False
             img_path = None
             if not isinstance(fp, str) or not fp:
                 problems.append(f"{where}: 'file_path' is missing or not a string")
@@ -206,7 +231,9 @@ def load_blender(
                 if img_path is None:
                     problems.append(f"{where}: image {root / fp}(.png) does not exist")
                 else:
-                    image = _read_rgba(img_path, where, problems)
+                    read = _read_rgba(img_path, where, problems)
+                    if read is not None:
+                        image, has_alpha = read
             z_near = near if near is not None else frame.get("near", meta.get("near", DEFAULT_NEAR))
             z_far = far if far is not None else frame.get("far", meta.get("far", DEFAULT_FAR))
             if not (_positive_number(z_near) and _positive_number(z_far) and 0 < z_near < z_far):
@@ -219,6 +246,7 @@ def load_blender(
                     "angle": float(angle),
                     "c2w": m,
                     "image": image,
+                    "has_alpha": has_alpha,
                     "path": img_path,
                     "near": float(z_near),
                     "far": float(z_far),
@@ -264,14 +292,47 @@ def load_blender(
         s: torch.tensor([i for i, t in enumerate(split_of) if t == s], dtype=torch.long)
         for s in dict.fromkeys(split_of)
     }
+    scene_near, scene_far = box_depth_range(
+        torch.tensor(np.stack(Rs)), torch.tensor(np.stack(Ts)), box[:3], box[3:]
+    )
+    if near is not None:
+        scene_near = float(near)
+    if far is not None:
+        scene_far = float(far)
+    if not scene_near < scene_far:
+        raise ValueError(
+            f"The scene's depth range is empty: near={scene_near} >= far={scene_far} "
+            f"(scene_box {list(box)}, near={near!r}, far={far!r})."
+        )
     return Scene(
         name=name if name is not None else root.name,
         cameras=cameras,
         images=rgb.contiguous(),
-        silhouettes=(alpha[..., 0] > 0.5).to(torch.float32),
+        # RGB-only folders (no alpha anywhere) have no masks; RGB images among RGBA ones count
+        # as fully opaque.
+        silhouettes=(alpha[..., 0] > 0.5).to(torch.float32)
+        if any(r["has_alpha"] for r in records)
+        else None,
         splits=split_idx,
         background_color=bg,
+        near=scene_near,
+        far=scene_far,
     )
+
+
+def _check_scene_box(scene_box: Sequence[float]) -> tuple[float, ...]:
+    try:
+        box = tuple(float(v) for v in scene_box)
+    except (TypeError, ValueError):
+        box = ()
+    if len(box) != 6 or not all(math.isfinite(v) for v in box):
+        raise ValueError(
+            "scene_box must be 6 finite numbers (x_min, y_min, z_min, x_max, y_max, z_max); "
+            f"got {scene_box!r}."
+        )
+    if not all(box[i] < box[i + 3] for i in range(3)):
+        raise ValueError(f"scene_box must have min < max on every axis; got {list(box)}.")
+    return box
 
 
 def blender_scene(
@@ -281,10 +342,17 @@ def blender_scene(
     splits: Sequence[str] = ("train", "val", "test"),
     near: float | None = None,
     far: float | None = None,
+    scene_box: Sequence[float] = DEFAULT_SCENE_BOX,
 ) -> Scene:
     """Hydra builder for a NeRF-synthetic folder; see :func:`load_blender`."""
     return load_blender(
-        path, background=background, downscale=downscale, splits=tuple(splits), near=near, far=far
+        path,
+        background=background,
+        downscale=downscale,
+        splits=tuple(splits),
+        near=near,
+        far=far,
+        scene_box=tuple(scene_box),
     )
 
 
@@ -305,7 +373,7 @@ def export_blender(scene: Scene, out_dir: str | Path, splits: Sequence[str] | No
         ``out_dir``.
     """
     out = Path(out_dir).expanduser()
-    cams = scene.cameras.to("cpu")
+    cams = scene.cameras.clone().to("cpu")
     if not torch.allclose(cams.aspect_ratio, torch.ones_like(cams.aspect_ratio)):
         raise ValueError(
             f"export_blender needs cameras with aspect_ratio 1; got {cams.aspect_ratio.tolist()}."
@@ -317,8 +385,11 @@ def export_blender(scene: Scene, out_dir: str | Path, splits: Sequence[str] | No
         if s not in scene.splits:
             raise KeyError(f"Scene has no split {s!r}; available splits: {list(scene.splits)}.")
     images = (scene.images.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8)
-    alpha = (scene.silhouettes.detach().cpu() > 0.5).to(torch.uint8) * 255
-    rgba = torch.cat([images, alpha[..., None]], dim=-1).numpy()
+    if scene.silhouettes is None:
+        rgba = images.numpy()
+    else:
+        alpha = (scene.silhouettes.detach().cpu() > 0.5).to(torch.uint8) * 255
+        rgba = torch.cat([images, alpha[..., None]], dim=-1).numpy()
     for s in names:
         idx = scene.splits[s].tolist()
         (out / s).mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,9 @@ from nerf_lab.data.scene import Scene
 
 # Bump when the renderer or a builder changes what it produces: old cache entries are ignored.
 CACHE_VERSION = 1
-_FILE_FORMAT = 1
+# Version of the file layout written by save_scene; files of another format are rebuilt.
+# 2: optional silhouettes (None), the scene's near / far.
+_FILE_FORMAT = 2
 
 
 def cache_dir() -> Path:
@@ -67,9 +69,11 @@ def save_scene(scene: Scene, path: str | Path) -> None:
         "format": _FILE_FORMAT,
         "name": scene.name,
         "images": scene.images.cpu().contiguous(),
-        "silhouettes": scene.silhouettes.cpu().contiguous(),
+        "silhouettes": None if scene.silhouettes is None else scene.silhouettes.cpu().contiguous(),
         "splits": {k: v.cpu() for k, v in scene.splits.items()},
         "background_color": list(scene.background_color),
+        "near": scene.near,
+        "far": scene.far,
         "cameras": {
             "R": cams.R.contiguous(),
             "T": cams.T.contiguous(),
@@ -97,6 +101,8 @@ def load_scene(path: str | Path) -> Scene:
         silhouettes=payload["silhouettes"],
         splits=dict(payload["splits"]),
         background_color=tuple(payload["background_color"]),
+        near=payload["near"],
+        far=payload["far"],
     )
 
 

@@ -11,6 +11,7 @@ import torch
 
 from nerf_lab.cameras import FoVPerspectiveCameras, look_at_view_transform
 from nerf_lab.data import cache as _cache
+from nerf_lab.data.bounds import bounding_radius, orbit_depth_range
 from nerf_lab.data.mesh import TexturedMesh, load_obj_mesh, normalize_mesh
 from nerf_lab.data.render import SILHOUETTE_MODES, render_mesh
 from nerf_lab.data.scene import Scene, SceneValidationError, concat_cameras
@@ -275,7 +276,10 @@ def _build_cow_scene(
         splits["test_elevated"] = torch.arange(n, n + k)
         n += k
     cameras = concat_cameras(cams) if len(cams) > 1 else tutorial
-    images, silhouettes = render_cow(load_cow_mesh(folder), cameras, image_size, silhouette)
+    mesh = load_cow_mesh(folder)
+    images, silhouettes = render_cow(mesh, cameras, image_size, silhouette)
+    # Every view (training, in-between and elevated) orbits the origin at COW_DISTANCE.
+    near, far = orbit_depth_range(COW_DISTANCE, bounding_radius(mesh.verts))
     return Scene(
         name="cow",
         cameras=cameras,
@@ -283,4 +287,6 @@ def _build_cow_scene(
         silhouettes=silhouettes,
         splits=splits,
         background_color=(0.0, 0.0, 0.0),
+        near=near,
+        far=far,
     )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from nerf_lab.data import cache as _cache
+from nerf_lab.data.bounds import bounding_radius, orbit_depth_range
 from nerf_lab.data.mesh import TexturedMesh
 from nerf_lab.data.render import SILHOUETTE_MODES, render_mesh
 from nerf_lab.data.scene import Scene, concat_cameras
@@ -197,7 +198,11 @@ def render_orbit_scene(
     background: Sequence[float],
     silhouette: str,
 ) -> Scene:
-    """Render ``mesh`` from an :func:`orbit_layout` of train and test views into a Scene."""
+    """Render ``mesh`` from an :func:`orbit_layout` of train and test views into a Scene.
+
+    The scene's ``near`` / ``far`` are :func:`~nerf_lab.data.bounds.orbit_depth_range` of
+    ``distance`` and the mesh's bounding radius around the origin (the look-at point).
+    """
     azim, elev, t_azim, t_elev = orbit_layout(
         num_views, n_test_views, azimuth_range, elevation_range
     )
@@ -213,6 +218,7 @@ def render_orbit_scene(
         background_color=bg,
         silhouette=silhouette,
     )
+    near, far = orbit_depth_range(distance, bounding_radius(mesh.verts))
     return Scene(
         name=name,
         cameras=cameras,
@@ -223,4 +229,6 @@ def render_orbit_scene(
             "test": torch.arange(num_views, num_views + n_test_views),
         },
         background_color=bg,  # type: ignore[arg-type]
+        near=near,
+        far=far,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -33,24 +35,30 @@ def raise_if_problems(problems: Sequence[str], what: str = "scene data") -> None
 
 @dataclass(eq=False)
 class Scene:
-    """A multi-view dataset: cameras, RGB images and silhouettes of ``n_views`` views.
+    """A multi-view dataset: cameras, RGB images and (optionally) silhouettes of ``n_views`` views.
 
     Attributes:
         name: a short name of the scene (used in logs and file names).
         cameras: ``n_views`` cameras (PyTorch3D conventions).
         images: ``(n_views, H, W, 3)`` float32 RGB in ``[0, 1]``.
-        silhouettes: ``(n_views, H, W)`` float32 in ``{0, 1}``.
+        silhouettes: ``(n_views, H, W)`` float32 in ``{0, 1}``, or ``None`` when the scene
+            has no masks (real captures): no silhouette supervision is possible then.
         splits: split name -> LongTensor of view indices into ``n_views``; ``"train"`` and
             ``"test"`` always exist, ``"val"`` and ``"test_elevated"`` may.
         background_color: RGB colour of the empty background in ``images``.
+        near, far: a depth range, in the cameras' view-space z-depth units (the ``lengths`` of
+            rays whose directions have view-space z = 1), that covers the content seen by
+            every view; ``None`` when unknown. Raysamplers can sample ``[near, far]``.
     """
 
     name: str
     cameras: FoVPerspectiveCameras
     images: torch.Tensor
-    silhouettes: torch.Tensor
+    silhouettes: torch.Tensor | None
     splits: dict[str, torch.Tensor]
     background_color: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    near: float | None = None
+    far: float | None = None
 
     def __post_init__(self) -> None:
         images, sil = self.images, self.silhouettes
@@ -58,19 +66,21 @@ class Scene:
             raise ValueError(
                 f"images must have shape (n_views, H, W, 3); got {tuple(images.shape)}."
             )
-        if sil.shape != images.shape[:3]:
+        if sil is not None and sil.shape != images.shape[:3]:
             raise ValueError(
-                f"silhouettes must have shape {tuple(images.shape[:3])} (n_views, H, W); "
-                f"got {tuple(sil.shape)}."
+                f"silhouettes must have shape {tuple(images.shape[:3])} (n_views, H, W) or be "
+                f"None; got {tuple(sil.shape)}."
             )
         if len(self.cameras) != images.shape[0]:
             raise ValueError(
                 f"Got {len(self.cameras)} cameras for {images.shape[0]} images; they must match."
             )
-        if images.dtype != torch.float32 or sil.dtype != torch.float32:
+        if images.dtype != torch.float32 or (sil is not None and sil.dtype != torch.float32):
             raise ValueError(
-                f"images and silhouettes must be float32; got {images.dtype} and {sil.dtype}."
+                "images and silhouettes must be float32; got "
+                f"{images.dtype} and {None if sil is None else sil.dtype}."
             )
+        self.near, self.far = _check_depth_range(self.near, self.far)
         missing = [s for s in REQUIRED_SPLITS if s not in self.splits]
         if missing:
             raise ValueError(
@@ -104,14 +114,19 @@ class Scene:
     def split_names(self) -> list[str]:
         return list(self.splits)
 
-    def split(self, name: str) -> tuple[FoVPerspectiveCameras, torch.Tensor, torch.Tensor]:
+    @property
+    def has_silhouettes(self) -> bool:
+        """Whether the scene has silhouettes (masks)."""
+        return self.silhouettes is not None
+
+    def split(self, name: str) -> tuple[FoVPerspectiveCameras, torch.Tensor, torch.Tensor | None]:
         """Cameras, images and silhouettes of one split.
 
         Args:
             name: a key of ``splits`` (e.g. ``"train"``, ``"test"``).
 
         Returns:
-            ``(cameras, images (n_split, H, W, 3), silhouettes (n_split, H, W))``.
+            ``(cameras, images (n_split, H, W, 3), silhouettes (n_split, H, W) or None)``.
         """
         if name not in self.splits:
             raise KeyError(
@@ -119,25 +134,47 @@ class Scene:
             )
         idx = self.splits[name]
         idx_dev = idx.to(self.images.device)
-        return self.cameras[idx_dev], self.images[idx_dev], self.silhouettes[idx_dev]
+        sil = None if self.silhouettes is None else self.silhouettes[idx_dev]
+        return self.cameras[idx_dev], self.images[idx_dev], sil
 
     def to(self, device: str | torch.device) -> Scene:
         """A copy of the scene with cameras, images and silhouettes on ``device``."""
         return Scene(
             name=self.name,
-            cameras=self.cameras.to(device),
+            cameras=self.cameras.clone().to(device),
             images=self.images.to(device),
-            silhouettes=self.silhouettes.to(device),
+            silhouettes=None if self.silhouettes is None else self.silhouettes.to(device),
             splits={k: v.clone() for k, v in self.splits.items()},
             background_color=self.background_color,
+            near=self.near,
+            far=self.far,
         )
 
     def __repr__(self) -> str:
         sizes = {k: int(v.numel()) for k, v in self.splits.items()}
         return (
             f"Scene(name={self.name!r}, n_views={len(self)}, image_size={self.image_size}, "
-            f"splits={sizes}, background_color={self.background_color})"
+            f"splits={sizes}, silhouettes={self.has_silhouettes}, near={self.near}, "
+            f"far={self.far}, background_color={self.background_color})"
         )
+
+
+def _check_depth_range(near: float | None, far: float | None) -> tuple[float | None, float | None]:
+    """Validate a scene's ``near`` / ``far``: each None or finite, ``0 < near < far``."""
+    values = []
+    for label, v in (("near", near), ("far", far)):
+        if v is None:
+            values.append(None)
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ValueError(f"Scene {label} must be a finite number or None; got {v!r}.")
+        values.append(float(v))
+    lo, hi = values
+    if lo is not None and not lo > 0:
+        raise ValueError(f"Scene near must be > 0; got {lo!r}.")
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f"Scene near must be < far; got near={lo!r}, far={hi!r}.")
+    return lo, hi
 
 
 def concat_cameras(cameras: Iterable[FoVPerspectiveCameras]) -> FoVPerspectiveCameras:
