@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.cameras import CamerasBase
 
 REQUIRED_SPLITS = ("train", "test")
 
@@ -39,7 +39,8 @@ class Scene:
 
     Attributes:
         name: a short name of the scene (used in logs and file names).
-        cameras: ``n_views`` cameras (PyTorch3D conventions).
+        cameras: ``n_views`` cameras (PyTorch3D conventions): ``FoVPerspectiveCameras`` or
+            ``PerspectiveCameras``.
         images: ``(n_views, H, W, 3)`` float32 RGB in ``[0, 1]``.
         silhouettes: ``(n_views, H, W)`` float32 in ``{0, 1}``, or ``None`` when the scene
             has no masks (real captures): no silhouette supervision is possible then.
@@ -52,7 +53,7 @@ class Scene:
     """
 
     name: str
-    cameras: FoVPerspectiveCameras
+    cameras: CamerasBase
     images: torch.Tensor
     silhouettes: torch.Tensor | None
     splits: dict[str, torch.Tensor]
@@ -119,7 +120,7 @@ class Scene:
         """Whether the scene has silhouettes (masks)."""
         return self.silhouettes is not None
 
-    def split(self, name: str) -> tuple[FoVPerspectiveCameras, torch.Tensor, torch.Tensor | None]:
+    def split(self, name: str) -> tuple[CamerasBase, torch.Tensor, torch.Tensor | None]:
         """Cameras, images and silhouettes of one split.
 
         Args:
@@ -177,11 +178,28 @@ def _check_depth_range(near: float | None, far: float | None) -> tuple[float | N
     return lo, hi
 
 
-def concat_cameras(cameras: Iterable[FoVPerspectiveCameras]) -> FoVPerspectiveCameras:
-    """Concatenate batches of cameras (all with the same ``degrees`` flag)."""
+def concat_cameras(cameras: Iterable[CamerasBase]) -> CamerasBase:
+    """Concatenate batches of cameras of one type.
+
+    ``FoVPerspectiveCameras`` must share ``degrees``; ``PerspectiveCameras`` must share
+    ``in_ndc`` and either all carry an ``image_size`` or none.
+    """
     cams = list(cameras)
     if not cams:
         raise ValueError("concat_cameras needs at least one batch of cameras.")
-    fields = ("znear", "zfar", "aspect_ratio", "fov", "R", "T")
-    kwargs = {f: torch.cat([getattr(c, f) for c in cams]) for f in fields}
-    return FoVPerspectiveCameras(degrees=cams[0].degrees, device=cams[0].device, **kwargs)
+    kind = type(cams[0])
+    if any(type(c) is not kind for c in cams):
+        names = sorted({type(c).__name__ for c in cams})
+        raise ValueError(f"concat_cameras needs cameras of one type; got {names}.")
+    shared = [c._shared_kwargs() for c in cams]
+    if any(sh != shared[0] for sh in shared):
+        raise ValueError(f"concat_cameras: cameras disagree on {shared[0]} vs {shared}.")
+    kwargs = {}
+    for f in kind._FIELDS:
+        values = [getattr(c, f) for c in cams]
+        if all(v is None for v in values):
+            continue
+        if any(v is None for v in values):
+            raise ValueError(f"concat_cameras: some cameras have {f}, others do not.")
+        kwargs[f] = torch.cat([v.to(cams[0].device) for v in values])
+    return kind(device=cams[0].device, **shared[0], **kwargs)
