@@ -20,7 +20,8 @@ from nerf_lab.data.scene import Scene
 CACHE_VERSION = 1
 # Version of the file layout written by save_scene; files of another format are rebuilt.
 # 2: optional silhouettes (None), the scene's near / far, any camera type.
-_FILE_FORMAT = 2
+# 3: world_transform.
+_FILE_FORMAT = 3
 
 
 def cache_dir() -> Path:
@@ -73,6 +74,7 @@ def save_scene(scene: Scene, path: str | Path) -> None:
         "background_color": list(scene.background_color),
         "near": scene.near,
         "far": scene.far,
+        "world_transform": scene.world_transform,
         "cameras": cameras_to_state(scene.cameras),
     }
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
@@ -92,6 +94,7 @@ def load_scene(path: str | Path) -> Scene:
         background_color=tuple(payload["background_color"]),
         near=payload["near"],
         far=payload["far"],
+        world_transform=payload["world_transform"],
     )
 
 

@@ -50,6 +50,10 @@ class Scene:
         near, far: a depth range, in the cameras' view-space z-depth units (the ``lengths`` of
             rays whose directions have view-space z = 1), that covers the content seen by
             every view; ``None`` when unknown. Raysamplers can sample ``[near, far]``.
+        world_transform: ``(4, 4)`` float64 similarity mapping the capture's own frame to the
+            scene's (normalised) frame, for column vectors: ``p_scene = M @ [p_capture, 1]``;
+            ``None`` for scenes generated in their own frame. Its inverse maps renders and
+            exports back to the capture frame.
     """
 
     name: str
@@ -60,6 +64,7 @@ class Scene:
     background_color: tuple[float, float, float] = (0.0, 0.0, 0.0)
     near: float | None = None
     far: float | None = None
+    world_transform: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         images, sil = self.images, self.silhouettes
@@ -82,6 +87,15 @@ class Scene:
                 f"{images.dtype} and {None if sil is None else sil.dtype}."
             )
         self.near, self.far = _check_depth_range(self.near, self.far)
+        if self.world_transform is not None:
+            m = torch.as_tensor(self.world_transform, dtype=torch.float64).cpu()
+            if m.shape != (4, 4) or not bool(torch.isfinite(m).all()):
+                raise ValueError(
+                    f"world_transform must be a finite (4, 4) matrix; got {tuple(m.shape)}."
+                )
+            if not torch.allclose(m[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=m.dtype)):
+                raise ValueError(f"world_transform's last row must be [0, 0, 0, 1]; got {m[3]}.")
+            self.world_transform = m
         missing = [s for s in REQUIRED_SPLITS if s not in self.splits]
         if missing:
             raise ValueError(
@@ -149,6 +163,7 @@ class Scene:
             background_color=self.background_color,
             near=self.near,
             far=self.far,
+            world_transform=self.world_transform,
         )
 
     def __repr__(self) -> str:
