@@ -245,7 +245,7 @@ def normalization_transform(
         lo = np.percentile(p_rot, roi_percentile, axis=0)
         hi = np.percentile(p_rot, 100.0 - roi_percentile, axis=0)
         roi_center = 0.5 * (lo + hi)
-        roi_half = float(0.5 * (hi - lo).max())
+        half = 0.5 * (hi - lo)  # per axis
         source = "points"
     else:
         c_rot = centers @ Q.T
@@ -253,20 +253,21 @@ def normalization_transform(
         if cond >= PARALLEL_AXES_CONDITIONING:
             roi_center = focus
             dist = np.linalg.norm(c_rot - focus, axis=1)
-            roi_half = float(np.median(dist) * np.tan(np.median(half_fov)))
+            radius = float(np.median(dist) * np.tan(np.median(half_fov)))
         else:
             roi_center = c_rot.mean(0)
-            roi_half = float(np.linalg.norm(c_rot - roi_center, axis=1).max())
+            radius = float(np.linalg.norm(c_rot - roi_center, axis=1).max())
+        half = np.full(3, radius)
         source = "cameras"
-    roi_half = max(roi_half, 1e-9)
+    half = np.maximum(half, 1e-9)
     origin = roi_center if recenter else np.zeros(3)
     # Half-size of the origin-centred cube holding the ROI box.
-    extent = roi_half + float(np.abs(roi_center - origin).max())
+    extent = float((np.abs(roi_center - origin) + half).max())
     s = 1.0 / extent if rescale else 1.0
     M = np.eye(4)
     M[:3, :3] = s * Q
     M[:3, 3] = -s * origin
-    return Normalization(M, s, s * (roi_center - origin), s * roi_half, source)
+    return Normalization(M, s, s * (roi_center - origin), s * float(half.max()), source)
 
 
 def depth_range_from_points(
