@@ -542,3 +542,18 @@ def test_capture_scene_cache_round_trip_keeps_world_transform(tmp_path, capture)
     assert isinstance(back.cameras, PerspectiveCameras) and not back.cameras.in_ndc()
     torch.testing.assert_close(back.cameras.image_size, loaded.cameras.image_size)
     shutil.rmtree(tmp_path / "c")
+
+
+def test_blender_export_of_perspective_cameras(tmp_path, capture, centred_capture):
+    from nerf_lab.data import export_blender, load_blender
+
+    scene = centred_capture.scene
+    export_blender(scene, tmp_path / "b")
+    loaded = load_blender(tmp_path / "b")
+    pts = torch.from_numpy(centred_capture.points).float()[None].expand(N_VIEWS, -1, -1)
+    a = scene.cameras.transform_points_screen(pts)
+    b = loaded.cameras.transform_points_screen(pts, image_size=(H, W))
+    torch.testing.assert_close(b[..., :2], a[..., :2], atol=2e-3, rtol=0)
+    assert torch.equal(loaded.silhouettes, centred_capture.silhouettes)
+    with pytest.raises(ValueError, match="fx == fy"):
+        export_blender(capture.scene, tmp_path / "x")
