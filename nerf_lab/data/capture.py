@@ -257,6 +257,8 @@ def normalization_transform(
         else:
             roi_center = c_rot.mean(0)
             radius = float(np.linalg.norm(c_rot - roi_center, axis=1).max())
+        if not radius > 1e-9:  # e.g. one camera, or a panorama: no scale information
+            radius = 1.0
         half = np.full(3, radius)
         source = "cameras"
     half = np.maximum(half, 1e-9)
