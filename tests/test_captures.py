@@ -557,3 +557,39 @@ def test_blender_export_of_perspective_cameras(tmp_path, capture, centred_captur
     assert torch.equal(loaded.silhouettes, centred_capture.silhouettes)
     with pytest.raises(ValueError, match="fx == fy"):
         export_blender(capture.scene, tmp_path / "x")
+
+
+@pytest.mark.parametrize("fmt", ["colmap", "nerfstudio", "llff"])
+def test_hydra_options_build_the_scene(tmp_path, centred_capture, fmt):
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    exporter = {"colmap": export_colmap, "nerfstudio": export_nerfstudio, "llff": export_llff}
+    cap = centred_capture
+    exporter[fmt](_no_masks(cap.scene), tmp_path / fmt, points=cap.points)
+    yaml_path = Path(__file__).resolve().parents[1] / "conf" / "data" / f"{fmt}.yaml"
+    for line in yaml_path.read_text().splitlines():  # one comment per key, no schema
+        if line and not line.startswith("#"):
+            assert "#" in line, line
+    assert "defaults" not in yaml_path.read_text()
+    cfg = OmegaConf.load(yaml_path)
+    cfg.path = str(tmp_path / fmt)
+    cfg.downscale = 2
+    cfg.background = [1.0, 1.0, 1.0]
+    scene = instantiate(cfg)
+    assert scene.image_size == (H // 2, W // 2) and scene.background_color == (1.0, 1.0, 1.0)
+    got = scene.cameras.transform_points_screen(
+        torch.from_numpy(transform_points_np(scene.world_transform.numpy(), cap.points))
+        .float()[None]
+        .expand(N_VIEWS, -1, -1)
+    )
+    ref = cap.ref_cameras.transform_points_screen(
+        torch.from_numpy(cap.verts).float()[None].expand(N_VIEWS, -1, -1)
+    )
+    torch.testing.assert_close(got[..., :2], ref[..., :2] / 2, atol=2e-3, rtol=0)
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(InstantiationException, match="downscale must be an int >= 1; got 0"):
+        instantiate(cfg, downscale=0)
