@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from nerf_lab.config import ConfigValueError, check_config
 from nerf_lab.train import CONF_DIR, build_trainer, run
+from tests.conftest import CAPTURE_FORMATS
 
 CONF = Path(CONF_DIR)
 
@@ -70,7 +71,11 @@ def blender_dir(tmp_path):
 
 
 def _data_overrides(
-    option: str, mesh_file: Path, blender_dir: Path, cow_dir: Path | None
+    option: str,
+    mesh_file: Path,
+    blender_dir: Path,
+    cow_dir: Path | None,
+    capture_dirs: dict[str, Path] | None = None,
 ) -> list[str]:
     if option == "cow":
         if cow_dir is None:
@@ -92,6 +97,8 @@ def _data_overrides(
         ]
     if option == "blender":
         return ["data=blender", f"data.path={blender_dir}"]
+    if option in CAPTURE_FORMATS:
+        return [f"data={option}", f"data.path={capture_dirs[option]}"]
     return [f"data={option}", "data.num_views=4", "data.n_test_views=2", "data.image_size=24"]
 
 
@@ -115,7 +122,8 @@ def test_every_option_of_every_group_composes_and_instantiates(mesh_file, blende
             instantiate(cfg.raymarcher, background_color=None)
             OmegaConf.to_object(cfg.trainer)
     for option in group_options("data"):
-        cfg = compose_cfg(_data_overrides(option, mesh_file, blender_dir, cow))
+        captures = request.getfixturevalue("capture_dirs") if option in CAPTURE_FORMATS else None
+        cfg = compose_cfg(_data_overrides(option, mesh_file, blender_dir, cow, captures))
         check_config(cfg)
         scene = instantiate(cfg.data)
         assert (
