@@ -7,6 +7,7 @@ The names below match PyTorch3D's, so tutorial code only changes its imports::
 
 from nerf_lab.cameras import (
     FoVPerspectiveCameras,
+    PerspectiveCameras,
     look_at_rotation,
     look_at_view_transform,
     so3_exp_map,
@@ -35,6 +36,7 @@ __all__ = [
     "NDCMultinomialRaysampler",
     "NeuralRadianceField",
     "RadianceField",
+    "PerspectiveCameras",
     "RayBundle",
     "RenderOutput",
     "Renderer",

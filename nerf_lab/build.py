@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab import hooks
+from nerf_lab.cameras import cameras_to_state
 from nerf_lab.config import (
     ConfigValueError,
     TrainerConf,
@@ -200,18 +201,14 @@ def render_setup(cfg: DictConfig, scene: Any) -> dict[str, Any]:
     """What rendering needs besides the weights (saved with every checkpoint, so renders
     rebuild without the data): image size, depth range, background, a camera's
     intrinsics."""
-    cams = scene.cameras
     return {
         "image_size": list(scene.image_size),
         "depths": resolve_depths(cfg.raysampler, scene),
         "background_color": scene_background(cfg, scene),
-        "camera": {
-            "znear": float(cams.znear[0]),
-            "zfar": float(cams.zfar[0]),
-            "aspect_ratio": float(cams.aspect_ratio[0]),
-            "fov": float(cams.fov[0]),
-            "degrees": bool(cams.degrees),
-        },
+        "camera": cameras_to_state(scene.cameras[[0]]),
+        "world_transform": None
+        if scene.world_transform is None
+        else scene.world_transform.detach().cpu(),
     }
 
 

@@ -207,10 +207,18 @@ class Transform3d:
     Only the subset of PyTorch3D's ``Transform3d`` that cameras need.
     """
 
-    def __init__(self, matrix: torch.Tensor) -> None:
+    def __init__(
+        self,
+        matrix: torch.Tensor | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: Device = "cpu",
+    ) -> None:
+        if matrix is None:  # the identity, as PyTorch3D's ``Transform3d()``
+            matrix = torch.eye(4, dtype=dtype, device=device)
         if matrix.dim() == 2:
             matrix = matrix[None]
-        if matrix.shape[-2:] != (4, 4):
+        if matrix.shape[-2:] != (4, 4) or matrix.dim() != 3:
             raise ValueError(f"Transform3d needs (N, 4, 4) matrices; got {tuple(matrix.shape)}.")
         self._matrix = matrix
 
@@ -271,7 +279,285 @@ def _world_to_view_matrix(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     return m
 
 
-class FoVPerspectiveCameras:
+class CamerasBase:
+    """What every camera batch shares (PyTorch3D's ``CamerasBase``): extrinsics ``R``, ``T``,
+    batching, devices, the world-to-view transform and the NDC / screen projections.
+
+    Subclasses define ``_FIELDS`` (batched tensors, first dimension ``N``; ``None`` allowed for
+    optional ones), ``_shared_kwargs()`` (constructor arguments shared by the whole batch),
+    ``get_projection_transform`` (view -> the camera's own space, NDC or screen),
+    ``in_ndc()`` and ``get_ray_directions_view``.
+    """
+
+    _FIELDS: tuple[str, ...] = ("R", "T")
+    R: torch.Tensor
+    T: torch.Tensor
+    device: torch.device
+
+    def _shared_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    # -- batch behaviour --------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.R.shape[0]
+
+    def _replace(self, **fields: torch.Tensor | None) -> Any:
+        kwargs: dict[str, Any] = {f: getattr(self, f) for f in self._FIELDS}
+        kwargs.update(fields)
+        return type(self)(device=self.device, **self._shared_kwargs(), **kwargs)
+
+    def __getitem__(self, index: int | Sequence[int] | torch.Tensor) -> Any:
+        """Select cameras by an int, a list of ints, a LongTensor or a BoolTensor."""
+        if isinstance(index, int):
+            index = [index]
+        if isinstance(index, slice):
+            index = list(range(len(self)))[index]
+        idx = torch.as_tensor(index, device=self.device)
+        if idx.dtype == torch.bool:
+            if idx.shape != (len(self),):
+                raise ValueError(
+                    f"Boolean index must have shape ({len(self)},); got {tuple(idx.shape)}."
+                )
+            idx = idx.nonzero()[:, 0]
+        elif idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"Cameras can be indexed by ints, lists or tensors; got {index!r}.")
+        idx = idx.long().view(-1)
+        if len(idx) and (idx.max() >= len(self) or idx.min() < -len(self)):
+            raise IndexError(f"Index {index!r} out of range for {len(self)} cameras.")
+        return self._replace(
+            **{f: None if getattr(self, f) is None else getattr(self, f)[idx] for f in self._FIELDS}
+        )
+
+    def to(self, device: Device) -> Any:
+        """Move the cameras to ``device`` in place and return them (as PyTorch3D)."""
+        for f in self._FIELDS:
+            value = getattr(self, f)
+            if value is not None:
+                setattr(self, f, value.to(device))
+        self.device = self.R.device
+        return self
+
+    def cpu(self) -> Any:
+        return self.to("cpu")
+
+    def cuda(self) -> Any:
+        return self.to("cuda")
+
+    def clone(self) -> Any:
+        """A copy with cloned tensors."""
+        return self._replace(
+            **{
+                f: None if getattr(self, f) is None else getattr(self, f).clone()
+                for f in self._FIELDS
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(N={len(self)}, device={self.device})"
+
+    # -- properties -------------------------------------------------------------------
+    def in_ndc(self) -> bool:
+        """Whether the camera's own projection space is NDC (else screen / pixels)."""
+        raise NotImplementedError
+
+    def is_perspective(self) -> bool:
+        return True
+
+    def get_image_size(self) -> torch.Tensor | None:
+        """``(N, 2)`` image sizes ``(height, width)`` in pixels, if the cameras carry them."""
+        return getattr(self, "image_size", None)
+
+    def get_znear(self) -> torch.Tensor | None:
+        return getattr(self, "znear", None)
+
+    # -- transforms -------------------------------------------------------------------
+    def get_projection_transform(self, **kwargs: Any) -> Transform3d:
+        """View -> the camera's projection space (NDC or screen)."""
+        raise NotImplementedError
+
+    def get_world_to_view_transform(self, **kwargs: Any) -> Transform3d:
+        """World-to-view transform ``X_view = X_world @ R + T`` (``R``, ``T`` overridable)."""
+        R = _format_tensor(kwargs.get("R", self.R), self.device)
+        T = _format_tensor(kwargs.get("T", self.T), self.device)
+        return Transform3d(_world_to_view_matrix(R, T))
+
+    def get_full_projection_transform(self, **kwargs: Any) -> Transform3d:
+        """World -> the camera's projection space (NDC for NDC cameras, else screen)."""
+        return self.get_world_to_view_transform(**kwargs).compose(
+            self.get_projection_transform(**kwargs)
+        )
+
+    def transform_points(
+        self, points: torch.Tensor, eps: float | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """Project world points into the camera's projection space (NDC or screen).
+
+        Args:
+            points: ``(P, 3)`` or ``(N, P, 3)`` world points.
+            eps: if given, clamp the homogeneous denominator to ``|w| >= eps``.
+
+        Returns:
+            ``(N, P, 3)`` projected points (``(P, 3)`` for a single camera and 2D input).
+        """
+        return self.get_full_projection_transform(**kwargs).transform_points(points, eps=eps)
+
+    def get_ndc_camera_transform(self, **kwargs: Any) -> Transform3d:
+        """The camera's projection space -> PyTorch3D's NDC (identity for NDC cameras)."""
+        if self.in_ndc():
+            return Transform3d(device=self.device)
+        image_size = kwargs.get("image_size", self.get_image_size())
+        return get_screen_to_ndc_transform(self, with_xyflip=False, image_size=image_size)
+
+    def transform_points_ndc(
+        self, points: torch.Tensor, eps: float | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """Project world points to PyTorch3D's NDC (+X left, +Y up, the shorter image side
+        spanning [-1, 1]); the third coordinate is the camera's projected depth.
+
+        Args:
+            points: ``(P, 3)`` or ``(N, P, 3)`` world points.
+
+        Returns:
+            ``(N, P, 3)`` (``(P, 3)`` for a single camera and 2D input).
+        """
+        transform = self.get_full_projection_transform(**kwargs)
+        if not self.in_ndc():
+            transform = transform.compose(self.get_ndc_camera_transform(**kwargs))
+        return transform.transform_points(points, eps=eps)
+
+    def transform_points_screen(
+        self,
+        points: torch.Tensor,
+        eps: float | None = None,
+        with_xyflip: bool = True,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Project world points to screen space: pixel coordinates, +X right, +Y down, origin
+        at the top-left corner of the image, so the centre of pixel ``(row i, col j)`` is at
+        ``(j + 0.5, i + 0.5)``.
+
+        Args:
+            points: ``(P, 3)`` or ``(N, P, 3)`` world points.
+            with_xyflip: flip x and y (PyTorch3D's default; keep it).
+            image_size: ``(H, W)`` or ``(N, 2)`` keyword; default: the cameras' own.
+
+        Returns:
+            ``(N, P, 3)`` (``(P, 3)`` for a single camera and 2D input).
+        """
+        points_ndc = self.transform_points_ndc(points, eps=eps, **kwargs)
+        image_size = kwargs.get("image_size", self.get_image_size())
+        return get_ndc_to_screen_transform(
+            self, with_xyflip=with_xyflip, image_size=image_size
+        ).transform_points(points_ndc, eps=eps)
+
+    def get_camera_center(self, **kwargs: Any) -> torch.Tensor:
+        """Camera centres in world coordinates, ``(N, 3)``: ``-T @ R^T``."""
+        R = _format_tensor(kwargs.get("R", self.R), self.device)
+        T = _format_tensor(kwargs.get("T", self.T), self.device)
+        return -torch.bmm(T[:, None, :], R.transpose(1, 2))[:, 0]
+
+    def get_ray_directions_view(self, xy: torch.Tensor) -> torch.Tensor:
+        """View-space directions (z = 1) through PyTorch3D NDC points.
+
+        Args:
+            xy: ``(N, n_rays, 2)`` NDC coordinates.
+
+        Returns:
+            ``(N, n_rays, 3)`` directions with view-space z equal to 1.
+        """
+        raise NotImplementedError
+
+
+def _check_rotation_translation(R: torch.Tensor, T: torch.Tensor) -> None:
+    if R.shape[-2:] != (3, 3) or R.dim() != 3:
+        raise ValueError(f"R must have shape (N, 3, 3); got {tuple(R.shape)}.")
+    if T.shape[-1] != 3 or T.dim() != 2:
+        raise ValueError(f"T must have shape (N, 3); got {tuple(T.shape)}.")
+
+
+def _default_rt(
+    R: torch.Tensor | None, T: torch.Tensor | None, device: Device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    R = _format_tensor(torch.eye(3)[None] if R is None else R, device)
+    T = _format_tensor(torch.zeros(1, 3) if T is None else T, device)
+    if R.dim() == 2:
+        R = R[None]
+    if T.dim() == 1:
+        T = T[None]
+    _check_rotation_translation(R, T)
+    return R, T
+
+
+def get_image_size_tensor(
+    image_size: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | None,
+    n: int,
+    device: Device,
+) -> torch.Tensor:
+    """``(H, W)``, ``((H, W),)`` or an ``(N, 2)`` tensor -> ``(n, 2)`` float32 ``(H, W)``."""
+    if image_size is None:
+        raise ValueError(
+            "image_size=(height, width) is needed for NDC <-> screen conversions: pass it to "
+            "the cameras or as a keyword."
+        )
+    size = _format_tensor(image_size, device).reshape(-1, 2)
+    if size.shape[0] not in (1, n):
+        raise ValueError(f"image_size must be (H, W) or ({n}, 2); got {tuple(size.shape)}.")
+    if not bool((size >= 1).all()):
+        raise ValueError(f"image_size must be >= 1; got {size.tolist()}.")
+    return size.expand(n, 2)
+
+
+def get_ndc_to_screen_transform(
+    cameras: CamerasBase,
+    with_xyflip: bool = False,
+    image_size: Sequence[int] | torch.Tensor | None = None,
+) -> Transform3d:
+    """PyTorch3D's NDC (+X left, +Y up) -> screen space, as PyTorch3D's function of this name.
+
+    ``x_screen = s * x_ndc - W / 2`` (then ``-x`` with ``with_xyflip``), the same for y with
+    ``H``, where ``s = min(H, W) / 2``; depth unchanged.
+    """
+    n = len(cameras)
+    height, width = get_image_size_tensor(image_size, n, cameras.device).unbind(1)
+    scale = torch.minimum(height, width) / 2.0
+    K = torch.zeros((n, 4, 4), dtype=torch.float32, device=cameras.device)
+    K[:, 0, 0] = scale
+    K[:, 1, 1] = scale
+    K[:, 0, 3] = -width / 2.0
+    K[:, 1, 3] = -height / 2.0
+    K[:, 2, 2] = 1.0
+    K[:, 3, 3] = 1.0
+    transform = Transform3d(K.transpose(1, 2).contiguous())
+    if with_xyflip:
+        flip = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0], device=cameras.device))
+        transform = transform.compose(Transform3d(flip))
+    return transform
+
+
+def get_screen_to_ndc_transform(
+    cameras: CamerasBase,
+    with_xyflip: bool = False,
+    image_size: Sequence[int] | torch.Tensor | None = None,
+) -> Transform3d:
+    """The inverse of :func:`get_ndc_to_screen_transform` (PyTorch3D's function of this name)."""
+    n = len(cameras)
+    height, width = get_image_size_tensor(image_size, n, cameras.device).unbind(1)
+    scale = torch.minimum(height, width) / 2.0
+    K = torch.zeros((n, 4, 4), dtype=torch.float32, device=cameras.device)
+    K[:, 0, 0] = 1.0 / scale
+    K[:, 1, 1] = 1.0 / scale
+    K[:, 0, 3] = width / 2.0 / scale
+    K[:, 1, 3] = height / 2.0 / scale
+    K[:, 2, 2] = 1.0
+    K[:, 3, 3] = 1.0
+    transform = Transform3d(K.transpose(1, 2).contiguous())
+    if with_xyflip:
+        flip = torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0], device=cameras.device))
+        transform = Transform3d(flip).compose(transform)
+    return transform
+
+
+class FoVPerspectiveCameras(CamerasBase):
     """A batch of OpenGL-style perspective cameras given by a field of view (PyTorch3D).
 
     Every parameter is broadcast to the batch size ``N``: ``R`` is ``(N, 3, 3)``, ``T``
@@ -305,20 +591,7 @@ class FoVPerspectiveCameras:
     ) -> None:
         if K is not None:
             raise ValueError("FoVPerspectiveCameras in nerf_lab does not support a custom K.")
-        if R is None:
-            R = torch.eye(3)[None]
-        if T is None:
-            T = torch.zeros(1, 3)
-        R = _format_tensor(R, device)
-        T = _format_tensor(T, device)
-        if R.dim() == 2:
-            R = R[None]
-        if T.dim() == 1:
-            T = T[None]
-        if R.shape[-2:] != (3, 3) or R.dim() != 3:
-            raise ValueError(f"R must have shape (N, 3, 3); got {tuple(R.shape)}.")
-        if T.shape[-1] != 3 or T.dim() != 2:
-            raise ValueError(f"T must have shape (N, 3); got {tuple(T.shape)}.")
+        R, T = _default_rt(R, T, device)
         znear, zfar, aspect_ratio, fov, R, T = convert_to_tensors_and_broadcast(
             znear, zfar, aspect_ratio, fov, R, T, device=device
         )
@@ -339,53 +612,11 @@ class FoVPerspectiveCameras:
         self.degrees = degrees
         self.device = R.device
 
-    # -- batch behaviour --------------------------------------------------------------
-    def __len__(self) -> int:
-        return self.R.shape[0]
+    def _shared_kwargs(self) -> dict[str, Any]:
+        return {"degrees": self.degrees}
 
-    def _replace(self, **fields: torch.Tensor) -> FoVPerspectiveCameras:
-        kwargs = {f: getattr(self, f) for f in self._FIELDS}
-        kwargs.update(fields)
-        return FoVPerspectiveCameras(degrees=self.degrees, device=self.device, **kwargs)
-
-    def __getitem__(self, index: int | Sequence[int] | torch.Tensor) -> FoVPerspectiveCameras:
-        """Select cameras by an int, a list of ints, a LongTensor or a BoolTensor."""
-        if isinstance(index, int):
-            index = [index]
-        if isinstance(index, slice):
-            index = list(range(len(self)))[index]
-        idx = torch.as_tensor(index, device=self.device)
-        if idx.dtype == torch.bool:
-            if idx.shape != (len(self),):
-                raise ValueError(
-                    f"Boolean index must have shape ({len(self)},); got {tuple(idx.shape)}."
-                )
-            idx = idx.nonzero()[:, 0]
-        elif idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"Cameras can be indexed by ints, lists or tensors; got {index!r}.")
-        idx = idx.long().view(-1)
-        if len(idx) and (idx.max() >= len(self) or idx.min() < -len(self)):
-            raise IndexError(f"Index {index!r} out of range for {len(self)} cameras.")
-        return self._replace(**{f: getattr(self, f)[idx] for f in self._FIELDS})
-
-    def to(self, device: Device) -> FoVPerspectiveCameras:
-        """Move the cameras to ``device`` in place and return them (as PyTorch3D)."""
-        for f in self._FIELDS:
-            setattr(self, f, getattr(self, f).to(device))
-        self.device = self.R.device
-        return self
-
-    def cpu(self) -> FoVPerspectiveCameras:
-        return self.to("cpu")
-
-    def cuda(self) -> FoVPerspectiveCameras:
-        return self.to("cuda")
-
-    def clone(self) -> FoVPerspectiveCameras:
-        return self._replace(**{f: getattr(self, f).clone() for f in self._FIELDS})
-
-    def __repr__(self) -> str:
-        return f"FoVPerspectiveCameras(N={len(self)}, device={self.device})"
+    def in_ndc(self) -> bool:
+        return True
 
     # -- transforms -------------------------------------------------------------------
     def compute_projection_matrix(
@@ -430,37 +661,6 @@ class FoVPerspectiveCameras:
             kwargs.get("degrees", self.degrees),
         )
         return Transform3d(K.transpose(1, 2).contiguous())
-
-    def get_world_to_view_transform(self, **kwargs: Any) -> Transform3d:
-        """World-to-view transform ``X_view = X_world @ R + T`` (``R``, ``T`` overridable)."""
-        R = _format_tensor(kwargs.get("R", self.R), self.device)
-        T = _format_tensor(kwargs.get("T", self.T), self.device)
-        return Transform3d(_world_to_view_matrix(R, T))
-
-    def get_full_projection_transform(self, **kwargs: Any) -> Transform3d:
-        """World-to-NDC transform."""
-        return self.get_world_to_view_transform(**kwargs).compose(
-            self.get_projection_transform(**kwargs)
-        )
-
-    def transform_points(
-        self, points: torch.Tensor, eps: float | None = None, **kwargs: Any
-    ) -> torch.Tensor:
-        """Project world points to NDC (x, y, and depth mapped to [0, 1] over [znear, zfar]).
-
-        Args:
-            points: ``(P, 3)`` or ``(N, P, 3)`` world points.
-
-        Returns:
-            ``(N, P, 3)`` NDC points (``(P, 3)`` for a single camera and 2D input).
-        """
-        return self.get_full_projection_transform(**kwargs).transform_points(points, eps=eps)
-
-    def get_camera_center(self, **kwargs: Any) -> torch.Tensor:
-        """Camera centres in world coordinates, ``(N, 3)``: ``-T @ R^T``."""
-        R = _format_tensor(kwargs.get("R", self.R), self.device)
-        T = _format_tensor(kwargs.get("T", self.T), self.device)
-        return -torch.bmm(T[:, None, :], R.transpose(1, 2))[:, 0]
 
     def unproject_points(
         self,
@@ -524,3 +724,270 @@ class FoVPerspectiveCameras:
         x = xy[..., 0] * tan_half * aspect
         y = xy[..., 1] * tan_half
         return torch.stack([x, y, torch.ones_like(x)], dim=-1)
+
+
+class PerspectiveCameras(CamerasBase):
+    """A batch of pinhole cameras given by focal lengths and principal points (PyTorch3D's
+    ``PerspectiveCameras``, the multi-view-geometry convention).
+
+    The projection (column vectors, view point ``(X, Y, Z)``) is::
+
+        K = [[fx, 0, px, 0], [0, fy, py, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
+        transform_points -> (fx X / Z + px, fy Y / Z + py, 1 / Z)
+
+    * ``in_ndc=True`` (default): ``focal_length`` and ``principal_point`` are in PyTorch3D NDC
+      units (+X left, +Y up, the shorter image side spanning [-1, 1]), so ``transform_points``
+      gives NDC directly and no image size is needed.
+    * ``in_ndc=False``: they are in pixels, with the principal point in image coordinates
+      (+X right, +Y down, origin at the top-left corner of the image, so the centre of pixel
+      ``(row i, col j)`` is ``(j + 0.5, i + 0.5)``: COLMAP's and nerfstudio's ``cx``, ``cy``);
+      ``image_size=(H, W)`` is then required for NDC / screen conversions and ray sampling.
+      ``transform_points`` gives PyTorch3D's intermediate "screen" space
+      ``(fx X / Z + px, fy Y / Z + py)`` (not flipped); ``transform_points_screen`` gives
+      pixel coordinates, ``transform_points_ndc`` NDC.
+
+    A ``FoVPerspectiveCameras`` with field of view ``fov`` (of the shorter side) and
+    ``aspect_ratio`` a projects x, y like ``PerspectiveCameras(focal_length=((1 / (tan(fov / 2)
+    * a), 1 / tan(fov / 2)),))`` in NDC, or in pixels ``fx = s / (tan(fov / 2) a)``,
+    ``fy = s / tan(fov / 2)``, ``s = min(H, W) / 2``, principal point ``(W / 2, H / 2)``.
+
+    Every parameter is broadcast to the batch size ``N``.
+
+    Args:
+        focal_length: a scalar, ``(N,)``, ``(N, 1)`` (fx = fy) or ``(N, 2)`` (fx, fy). As in
+            PyTorch3D, a 1-D sequence ``(a, b)`` means two cameras; write ``((fx, fy),)`` for
+            one camera with two focal lengths.
+        principal_point: ``(N, 2)`` (or ``(1, 2)``): ``(px, py)``.
+        R: ``(N, 3, 3)`` world-to-view rotations.
+        T: ``(N, 3)`` world-to-view translations.
+        K: unsupported here (a custom 4x4 calibration matrix); must be None.
+        device: device of every tensor.
+        in_ndc: whether ``focal_length`` and ``principal_point`` are in NDC (else pixels).
+        image_size: ``(H, W)``, ``((H, W),)`` or ``(N, 2)``; required when ``in_ndc=False``
+            for anything that needs NDC (rays, ``transform_points_ndc`` / ``_screen``).
+    """
+
+    _FIELDS = ("focal_length", "principal_point", "R", "T", "image_size")
+
+    def __init__(
+        self,
+        focal_length: _TensorLike = 1.0,
+        principal_point: _TensorLike = ((0.0, 0.0),),
+        R: torch.Tensor | None = None,
+        T: torch.Tensor | None = None,
+        K: torch.Tensor | None = None,
+        device: Device = "cpu",
+        in_ndc: bool = True,
+        image_size: _TensorLike | None = None,
+    ) -> None:
+        if K is not None:
+            raise ValueError("PerspectiveCameras in nerf_lab does not support a custom K.")
+        R, T = _default_rt(R, T, device)
+        focal = _format_tensor(focal_length, device)
+        if focal.dim() == 1:
+            focal = focal[:, None]
+        if focal.dim() != 2 or focal.shape[1] not in (1, 2):
+            raise ValueError(
+                f"focal_length must be a scalar, (N,), (N, 1) or (N, 2); got {tuple(focal.shape)}."
+            )
+        focal = focal.expand(-1, 2)
+        pp = _format_tensor(principal_point, device)
+        if pp.dim() == 1:
+            pp = pp[None]
+        if pp.dim() != 2 or pp.shape[1] != 2:
+            raise ValueError(f"principal_point must have shape (N, 2); got {tuple(pp.shape)}.")
+        args = [focal, pp, R, T]
+        if image_size is not None:
+            size = _format_tensor(image_size, device)
+            if size.dim() == 1:
+                size = size[None]
+            if size.dim() != 2 or size.shape[1] != 2:
+                raise ValueError(
+                    f"image_size must be (H, W) or of shape (N, 2); got {tuple(size.shape)}."
+                )
+            if not bool((size >= 1).all()):
+                raise ValueError(f"image_size must be >= 1; got {size.tolist()}.")
+            args.append(size)
+        out = convert_to_tensors_and_broadcast(*args, device=device)
+        self.focal_length, self.principal_point, self.R, self.T = out[:4]
+        self.image_size = out[4] if image_size is not None else None
+        if not bool(torch.isfinite(self.focal_length).all()) or bool(
+            (self.focal_length == 0).any()
+        ):
+            raise ValueError(
+                f"focal_length must be finite and non-zero; got {self.focal_length.tolist()}."
+            )
+        self._in_ndc = bool(in_ndc)
+        self.device = self.R.device
+
+    def _shared_kwargs(self) -> dict[str, Any]:
+        return {"in_ndc": self._in_ndc}
+
+    def in_ndc(self) -> bool:
+        return self._in_ndc
+
+    def get_projection_transform(self, **kwargs: Any) -> Transform3d:
+        """View -> NDC (``in_ndc``) or screen; ``focal_length`` / ``principal_point``
+        overridable by keyword."""
+        n = len(self)
+        focal = _format_tensor(kwargs.get("focal_length", self.focal_length), self.device)
+        if focal.dim() == 1:
+            focal = focal[:, None]
+        focal = focal.expand(n, 2)
+        pp = _format_tensor(kwargs.get("principal_point", self.principal_point), self.device)
+        pp = pp.reshape(-1, 2).expand(n, 2)
+        K = torch.zeros((n, 4, 4), dtype=torch.float32, device=self.device)
+        K[:, 0, 0] = focal[:, 0]
+        K[:, 1, 1] = focal[:, 1]
+        K[:, 0, 2] = pp[:, 0]
+        K[:, 1, 2] = pp[:, 1]
+        K[:, 3, 2] = 1.0
+        K[:, 2, 3] = 1.0
+        return Transform3d(K.transpose(1, 2).contiguous())
+
+    def get_principal_point(self, **kwargs: Any) -> torch.Tensor:
+        """``(N, 2)`` principal points (in the camera's own units)."""
+        return self.get_projection_transform(**kwargs).get_matrix()[:, 2, :2]
+
+    def get_ndc_camera_transform(self, **kwargs: Any) -> Transform3d:
+        """Screen (this camera's ``transform_points`` space) -> NDC, as PyTorch3D: the principal
+        point, given in image coordinates (+X right, +Y down), is moved by ``-2 p`` into
+        PyTorch3D's axes, then pixels are scaled to NDC. Identity for NDC cameras."""
+        if self.in_ndc():
+            return Transform3d(device=self.device)
+        n = len(self)
+        fix = torch.eye(4, dtype=torch.float32, device=self.device).repeat(n, 1, 1)
+        fix[:, :2, 3] = -2.0 * self.get_principal_point(**kwargs)
+        image_size = kwargs.get("image_size", self.get_image_size())
+        return Transform3d(fix.transpose(1, 2).contiguous()).compose(
+            get_screen_to_ndc_transform(self, with_xyflip=False, image_size=image_size)
+        )
+
+    def _ndc_to_view_xy(self, xy: torch.Tensor) -> torch.Tensor:
+        """``X / Z``, ``Y / Z`` of view rays through NDC points ``xy (N, P, 2)``."""
+        n = len(self)
+        focal = self.focal_length.to(xy.dtype).view(n, 1, 2)
+        pp = self.principal_point.to(xy.dtype).view(n, 1, 2)
+        if self.in_ndc():
+            return (xy - pp) / focal
+        hw = get_image_size_tensor(self.get_image_size(), n, self.device).to(xy.dtype)
+        wh = hw.flip(-1).view(n, 1, 2)
+        scale = hw.min(dim=-1).values.view(n, 1, 1) / 2.0
+        # ndc = (f X / Z - p + size / 2) / s  (PyTorch3D's get_ndc_camera_transform)
+        return (scale * xy + pp - wh / 2.0) / focal
+
+    def unproject_points(
+        self,
+        xy_depth: torch.Tensor,
+        world_coordinates: bool = True,
+        from_ndc: bool = False,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Points from projected ``(x, y)`` and a view-space depth back to world (or view) space.
+
+        Args:
+            xy_depth: ``(N, P, 3)`` or ``(P, 3)`` (the same for every camera): x, y in the
+                camera's own space (NDC or screen as in ``transform_points``), or in NDC with
+                ``from_ndc=True``; then the view-space depth ``Z``.
+            world_coordinates: return world points (else view points).
+            from_ndc: x, y are in PyTorch3D NDC even for a screen-space camera.
+
+        Returns:
+            Points of the shape of ``xy_depth``.
+        """
+        if xy_depth.shape[-1] != 3:
+            raise ValueError(f"xy_depth must end in 3 values; got {tuple(xy_depth.shape)}.")
+        n = len(self)
+        if xy_depth.dim() == 2:
+            xy_depth = xy_depth[None].expand(n, -1, -1)
+        batch = xy_depth.reshape(xy_depth.shape[0], -1, 3)
+        xy, z = batch[..., :2], batch[..., 2:]
+        if from_ndc or self.in_ndc():
+            ratio = self._ndc_to_view_xy(xy)
+        else:
+            focal = self.focal_length.to(xy.dtype).view(n, 1, 2)
+            ratio = (xy - self.principal_point.to(xy.dtype).view(n, 1, 2)) / focal
+        pts_view = torch.cat([ratio * z, z], dim=-1)
+        if world_coordinates:
+            R = self.R.to(pts_view.dtype)
+            pts_view = (pts_view - self.T.to(pts_view.dtype)[:, None, :]) @ R.transpose(1, 2)
+        return pts_view.reshape(xy_depth.shape)
+
+    def get_ray_directions_view(self, xy: torch.Tensor) -> torch.Tensor:
+        """View-space directions (z = 1) through NDC points.
+
+        Args:
+            xy: ``(N, n_rays, 2)`` PyTorch3D NDC coordinates.
+
+        Returns:
+            ``(N, n_rays, 3)`` directions with view-space z equal to 1.
+        """
+        ratio = self._ndc_to_view_xy(xy)
+        return torch.cat([ratio, torch.ones_like(ratio[..., :1])], dim=-1)
+
+
+def screen_intrinsics(
+    cameras: CamerasBase, image_size: Sequence[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel intrinsics of any camera batch: focal lengths ``(N, 2)`` ``(fx, fy)`` and principal
+    points ``(N, 2)`` ``(cx, cy)`` in image coordinates (+X right, +Y down, origin at the image's
+    top-left corner, pixel centres at ``+0.5``), i.e. COLMAP's / nerfstudio's ``fl_x, fl_y, cx,
+    cy`` and the ``in_ndc=False`` parameters of :class:`PerspectiveCameras`.
+
+    Args:
+        cameras: :class:`FoVPerspectiveCameras` or :class:`PerspectiveCameras`.
+        image_size: ``(H, W)``; default: the cameras' own (screen-space cameras).
+
+    Returns:
+        ``(focal (N, 2), principal_point (N, 2))`` float32.
+    """
+    n = len(cameras)
+    hw = get_image_size_tensor(
+        image_size if image_size is not None else cameras.get_image_size(), n, cameras.device
+    )
+    if isinstance(cameras, PerspectiveCameras) and not cameras.in_ndc():
+        if image_size is not None and not torch.equal(
+            hw, get_image_size_tensor(cameras.get_image_size(), n, cameras.device)
+        ):
+            raise ValueError("image_size differs from the cameras' own image_size.")
+        return cameras.focal_length.clone(), cameras.principal_point.clone()
+    # NDC cameras: x_ndc = f_ndc X / Z + p_ndc with x_pix = W / 2 - s x_ndc (+X flipped).
+    scale = hw.min(dim=1).values[:, None] / 2.0
+    wh = hw.flip(1)
+    if isinstance(cameras, PerspectiveCameras):
+        f_ndc, p_ndc = cameras.focal_length, cameras.principal_point
+    elif isinstance(cameras, FoVPerspectiveCameras):
+        fov = cameras.fov * (math.pi / 180.0) if cameras.degrees else cameras.fov
+        tan_half = torch.tan(fov / 2)
+        f_ndc = torch.stack([1.0 / (tan_half * cameras.aspect_ratio), 1.0 / tan_half], dim=1)
+        p_ndc = torch.zeros(n, 2, device=cameras.device)
+    else:
+        raise TypeError(f"Unsupported cameras {type(cameras).__name__}.")
+    return f_ndc * scale, wh / 2.0 - p_ndc * scale
+
+
+CAMERA_TYPES: dict[str, type[CamerasBase]] = {
+    "FoVPerspectiveCameras": FoVPerspectiveCameras,
+    "PerspectiveCameras": PerspectiveCameras,
+}
+
+
+def cameras_to_state(cameras: CamerasBase) -> dict[str, Any]:
+    """Plain, ``torch.load(weights_only=True)``-safe state of a camera batch (CPU tensors)."""
+    name = type(cameras).__name__
+    if name not in CAMERA_TYPES:
+        raise TypeError(f"Unsupported cameras {name}.")
+    fields = {}
+    for f in cameras._FIELDS:
+        value = getattr(cameras, f)
+        fields[f] = None if value is None else value.detach().cpu().contiguous()
+    return {"type": name, "shared": dict(cameras._shared_kwargs()), "fields": fields}
+
+
+def cameras_from_state(state: dict[str, Any], device: Device = "cpu") -> CamerasBase:
+    """The cameras saved by :func:`cameras_to_state`."""
+    kind = CAMERA_TYPES.get(state.get("type", ""))
+    if kind is None:
+        raise ValueError(f"Unknown camera type {state.get('type')!r}; known: {list(CAMERA_TYPES)}.")
+    fields = {k: v for k, v in state["fields"].items() if v is not None}
+    return kind(device=device, **state["shared"], **fields)

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.cameras import CamerasBase
 
 
 class RayBundle(NamedTuple):
@@ -123,7 +123,7 @@ def safe_multinomial(weights: torch.Tensor, num_samples: int) -> torch.Tensor:
 
 
 def xy_to_ray_bundle(
-    cameras: FoVPerspectiveCameras,
+    cameras: CamerasBase,
     xy_grid: torch.Tensor,
     min_depth: float,
     max_depth: float,
@@ -253,7 +253,7 @@ class NDCMultinomialRaysampler(torch.nn.Module):
 
     def forward(
         self,
-        cameras: FoVPerspectiveCameras,
+        cameras: CamerasBase,
         *,
         mask: torch.Tensor | None = None,
         min_depth: float | None = None,
@@ -348,7 +348,7 @@ class MonteCarloRaysampler(torch.nn.Module):
 
     def forward(
         self,
-        cameras: FoVPerspectiveCameras,
+        cameras: CamerasBase,
         *,
         stratified_sampling: bool | None = None,
         **kwargs: Any,

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab.build import build, build_scene
-from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.cameras import cameras_from_state
 from nerf_lab.checkpoint import load_checkpoint, load_latest
 from nerf_lab.config import check_config, trainer_settings
 from nerf_lab.device import resolve_device
@@ -55,10 +55,10 @@ class LoadedRun:
             image_height=height, image_width=width
         )
 
-    def camera_like(self) -> FoVPerspectiveCameras:
-        """A camera with the intrinsics of the run's training cameras."""
-        c = self.setup["camera"]
-        return FoVPerspectiveCameras(device=self.device, **c)
+    def camera_like(self) -> Any:
+        """A camera (of the scene's type) with the intrinsics of the run's first training
+        camera, and its pose."""
+        return cameras_from_state(self.setup["camera"], self.device)
 
     def scene(self) -> Any:
         """The run's data (rebuilt from its config; usually from the scene cache)."""

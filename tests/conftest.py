@@ -86,3 +86,22 @@ def blender_dir(tmp_path):
     out = tmp_path / "blender"
     export_blender(procedural_scene(num_views=6, n_test_views=2, image_size=24), out)
     return out
+
+
+CAPTURE_FORMATS = ("colmap", "nerfstudio", "llff")
+
+
+@pytest.fixture
+def capture_dirs(tmp_path) -> dict[str, Path]:
+    """The procedural scene exported as a tiny COLMAP, nerfstudio and LLFF capture each."""
+    from nerf_lab.data import export_colmap, export_llff, export_nerfstudio, procedural_scene
+    from nerf_lab.data.procedural import torus_mesh
+
+    scene = procedural_scene(num_views=8, n_test_views=2, image_size=24)
+    points = torus_mesh().verts
+    out = {}
+    for fmt, export in zip(
+        CAPTURE_FORMATS, (export_colmap, export_nerfstudio, export_llff), strict=True
+    ):
+        out[fmt] = export(scene, tmp_path / fmt, points=points)
+    return out

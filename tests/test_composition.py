@@ -17,7 +17,14 @@ from hydra.utils import instantiate
 
 from nerf_lab.build import build_components, build_raysamplers, build_scene
 from nerf_lab.config import ConfigValueError, check_config, trainer_settings
-from tests.conftest import CONF, TINY, TINY_RUN, compose_cfg, group_options
+from tests.conftest import (
+    CAPTURE_FORMATS,
+    CONF,
+    TINY,
+    TINY_RUN,
+    compose_cfg,
+    group_options,
+)
 
 REPO = CONF.parent
 
@@ -48,7 +55,9 @@ def test_option_composes_and_builds(group, option):
     assert grid(16, 12)(cameras=cams).lengths.shape[:3] == (2, 16, 12)
 
 
-def _data_overrides(option, mesh_file, blender_dir, cow_dir):
+def _data_overrides(option, mesh_file, blender_dir, cow_dir, capture_dirs):
+    if option in CAPTURE_FORMATS:
+        return [f"data={option}", f"data.path={capture_dirs[option]}"]
     small = ["data.num_views=4", "data.n_test_views=2", "data.image_size=24"]
     if option == "cow":
         return [
@@ -68,7 +77,8 @@ def _data_overrides(option, mesh_file, blender_dir, cow_dir):
 @pytest.mark.parametrize("option", group_options("data"))
 def test_data_option_composes_and_builds(option, mesh_file, blender_dir, request):
     cow_dir = request.getfixturevalue("cow_dir") if option == "cow" else None
-    cfg = compose_cfg(_data_overrides(option, mesh_file, blender_dir, cow_dir))
+    captures = request.getfixturevalue("capture_dirs") if option in CAPTURE_FORMATS else None
+    cfg = compose_cfg(_data_overrides(option, mesh_file, blender_dir, cow_dir, captures))
     check_config(cfg)
     scene = build_scene(cfg)
     assert scene.images.ndim == 4 and len(scene.splits["train"]) and len(scene.splits["test"])

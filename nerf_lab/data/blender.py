@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.cameras import FoVPerspectiveCameras, screen_intrinsics
 from nerf_lab.data.bounds import box_depth_range
 from nerf_lab.data.scene import Scene, SceneValidationError, raise_if_problems
 from nerf_lab.data.views import parse_background
@@ -362,7 +362,10 @@ def export_blender(scene: Scene, out_dir: str | Path, splits: Sequence[str] | No
     Images are written as 8-bit RGBA PNGs ``<split>/r_<i>.png``: RGB from ``scene.images`` and
     alpha 255 inside the silhouette, 0 outside (loading over ``scene.background_color`` gives
     the images back up to 8-bit quantisation where the image outside the silhouette is the
-    background, as in every rendered scene). Cameras must have ``aspect_ratio == 1``.
+    background, as in every rendered scene). ``FoVPerspectiveCameras`` must have
+    ``aspect_ratio == 1``; ``PerspectiveCameras`` need ``fx == fy`` and the principal point at
+    the image centre (the format stores only ``camera_angle_x``); their ``near`` / ``far``
+    keys are the scene's depth range (or 2 / 6 when unknown).
 
     Args:
         scene: the scene.
@@ -374,12 +377,29 @@ def export_blender(scene: Scene, out_dir: str | Path, splits: Sequence[str] | No
     """
     out = Path(out_dir).expanduser()
     cams = scene.cameras.clone().to("cpu")
-    if not torch.allclose(cams.aspect_ratio, torch.ones_like(cams.aspect_ratio)):
-        raise ValueError(
-            f"export_blender needs cameras with aspect_ratio 1; got {cams.aspect_ratio.tolist()}."
-        )
-    fov_deg = cams.fov if cams.degrees else torch.rad2deg(cams.fov)
     H, W = scene.image_size
+    n = len(cams)
+    if isinstance(cams, FoVPerspectiveCameras):
+        if not torch.allclose(cams.aspect_ratio, torch.ones_like(cams.aspect_ratio)):
+            raise ValueError(
+                "export_blender needs cameras with aspect_ratio 1; got "
+                f"{cams.aspect_ratio.tolist()}."
+            )
+        fov_deg = cams.fov if cams.degrees else torch.rad2deg(cams.fov)
+        znear, zfar = cams.znear, cams.zfar
+    else:
+        focal, pp = screen_intrinsics(cams, (H, W))
+        if not torch.allclose(focal[:, 0], focal[:, 1], rtol=1e-5):
+            raise ValueError(f"export_blender needs fx == fy; got {focal.tolist()}.")
+        if not torch.allclose(pp, torch.tensor([[W / 2.0, H / 2.0]]), atol=1e-3):
+            raise ValueError(
+                f"export_blender needs principal points at the image centre; got {pp.tolist()}."
+            )
+        half_fov = torch.atan(min(H, W) / 2.0 / focal[:, 0].double())
+        fov_deg = torch.rad2deg(2.0 * half_fov)
+        near = scene.near if scene.near is not None else DEFAULT_NEAR
+        far = scene.far if scene.far is not None else DEFAULT_FAR
+        znear, zfar = torch.full((n,), float(near)), torch.full((n,), float(far))
     names = list(scene.splits) if splits is None else list(splits)
     for s in names:
         if s not in scene.splits:
@@ -394,8 +414,8 @@ def export_blender(scene: Scene, out_dir: str | Path, splits: Sequence[str] | No
         idx = scene.splits[s].tolist()
         (out / s).mkdir(parents=True, exist_ok=True)
         angles = [camera_angle_x_from_fov(float(fov_deg[i]), H, W) for i in idx]
-        nears = [float(cams.znear[i]) for i in idx]
-        fars = [float(cams.zfar[i]) for i in idx]
+        nears = [float(znear[i]) for i in idx]
+        fars = [float(zfar[i]) for i in idx]
         meta: dict[str, Any] = {"camera_angle_x": angles[0] if angles else 0.0}
         uniform = len(set(angles)) <= 1, len(set(nears)) <= 1, len(set(fars)) <= 1
         if uniform[1] and nears:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.cameras import cameras_from_state, cameras_to_state
 from nerf_lab.checkpoint import atomic_write_bytes
 from nerf_lab.data.mesh import file_sha256
 from nerf_lab.data.scene import Scene
@@ -19,8 +19,9 @@ from nerf_lab.data.scene import Scene
 # Bump when the renderer or a builder changes what it produces: old cache entries are ignored.
 CACHE_VERSION = 1
 # Version of the file layout written by save_scene; files of another format are rebuilt.
-# 2: optional silhouettes (None), the scene's near / far.
-_FILE_FORMAT = 2
+# 2: optional silhouettes (None), the scene's near / far, any camera type.
+# 3: world_transform.
+_FILE_FORMAT = 3
 
 
 def cache_dir() -> Path:
@@ -64,7 +65,6 @@ def scene_cache_key(kind: str, params: Mapping[str, Any], files: Iterable[Path] 
 
 def save_scene(scene: Scene, path: str | Path) -> None:
     """Save a scene (CPU tensors) to ``path`` atomically."""
-    cams = scene.cameras.to("cpu")
     payload = {
         "format": _FILE_FORMAT,
         "name": scene.name,
@@ -74,15 +74,8 @@ def save_scene(scene: Scene, path: str | Path) -> None:
         "background_color": list(scene.background_color),
         "near": scene.near,
         "far": scene.far,
-        "cameras": {
-            "R": cams.R.contiguous(),
-            "T": cams.T.contiguous(),
-            "znear": cams.znear.contiguous(),
-            "zfar": cams.zfar.contiguous(),
-            "fov": cams.fov.contiguous(),
-            "aspect_ratio": cams.aspect_ratio.contiguous(),
-            "degrees": bool(cams.degrees),
-        },
+        "world_transform": scene.world_transform,
+        "cameras": cameras_to_state(scene.cameras),
     }
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
 
@@ -92,17 +85,16 @@ def load_scene(path: str | Path) -> Scene:
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     if payload.get("format") != _FILE_FORMAT:
         raise ValueError(f"{path}: unknown scene file format {payload.get('format')!r}.")
-    cams = dict(payload["cameras"])
-    degrees = bool(cams.pop("degrees"))
     return Scene(
         name=payload["name"],
-        cameras=FoVPerspectiveCameras(degrees=degrees, **cams),
+        cameras=cameras_from_state(payload["cameras"]),
         images=payload["images"],
         silhouettes=payload["silhouettes"],
         splits=dict(payload["splits"]),
         background_color=tuple(payload["background_color"]),
         near=payload["near"],
         far=payload["far"],
+        world_transform=payload["world_transform"],
     )
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.cameras import CamerasBase
 from nerf_lab.data.mesh import TexturedMesh, vertex_normals
 from nerf_lab.data.raster import Fragments, rasterize
 
@@ -116,8 +116,9 @@ def phong(
     return (lighting.ambient + diffuse)[..., None] * texels + specular[..., None]
 
 
-def project_faces(mesh: TexturedMesh, cameras: FoVPerspectiveCameras) -> torch.Tensor:
-    """Per-view face corners in NDC x, y with view-space depth z, as PyTorch3D's ``MeshRasterizer``.
+def project_faces(mesh: TexturedMesh, cameras: CamerasBase) -> torch.Tensor:
+    """Per-view face corners in NDC x, y with view-space depth z, as PyTorch3D's ``MeshRasterizer``
+    (projection, then the camera's screen-to-NDC transform: identity for NDC cameras).
 
     Returns:
         ``(n_views, n_faces, 3, 3)``.
@@ -126,14 +127,15 @@ def project_faces(mesh: TexturedMesh, cameras: FoVPerspectiveCameras) -> torch.T
     verts_view = cameras.get_world_to_view_transform().transform_points(verts)
     if verts_view.dim() == 2:
         verts_view = verts_view[None]
-    verts_ndc = cameras.get_projection_transform().transform_points(verts_view)
+    to_ndc = cameras.get_projection_transform().compose(cameras.get_ndc_camera_transform())
+    verts_ndc = to_ndc.transform_points(verts_view)
     verts_ndc = torch.cat([verts_ndc[..., :2], verts_view[..., 2:]], dim=-1)
     return verts_ndc[:, mesh.faces.to(cameras.device)]
 
 
 def render_mesh(
     mesh: TexturedMesh,
-    cameras: FoVPerspectiveCameras,
+    cameras: CamerasBase,
     image_size: int | Sequence[int] = 128,
     light_location: Sequence[float] | torch.Tensor | None = (0.0, 0.0, -3.0),
     background_color: Sequence[float] = (0.0, 0.0, 0.0),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.cameras import CamerasBase
 
 REQUIRED_SPLITS = ("train", "test")
 
@@ -39,7 +39,8 @@ class Scene:
 
     Attributes:
         name: a short name of the scene (used in logs and file names).
-        cameras: ``n_views`` cameras (PyTorch3D conventions).
+        cameras: ``n_views`` cameras (PyTorch3D conventions): ``FoVPerspectiveCameras`` or
+            ``PerspectiveCameras``.
         images: ``(n_views, H, W, 3)`` float32 RGB in ``[0, 1]``.
         silhouettes: ``(n_views, H, W)`` float32 in ``{0, 1}``, or ``None`` when the scene
             has no masks (real captures): no silhouette supervision is possible then.
@@ -49,16 +50,21 @@ class Scene:
         near, far: a depth range, in the cameras' view-space z-depth units (the ``lengths`` of
             rays whose directions have view-space z = 1), that covers the content seen by
             every view; ``None`` when unknown. Raysamplers can sample ``[near, far]``.
+        world_transform: ``(4, 4)`` float64 similarity mapping the capture's own frame to the
+            scene's (normalised) frame, for column vectors: ``p_scene = M @ [p_capture, 1]``;
+            ``None`` for scenes generated in their own frame. Its inverse maps renders and
+            exports back to the capture frame.
     """
 
     name: str
-    cameras: FoVPerspectiveCameras
+    cameras: CamerasBase
     images: torch.Tensor
     silhouettes: torch.Tensor | None
     splits: dict[str, torch.Tensor]
     background_color: tuple[float, float, float] = (0.0, 0.0, 0.0)
     near: float | None = None
     far: float | None = None
+    world_transform: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         images, sil = self.images, self.silhouettes
@@ -81,6 +87,15 @@ class Scene:
                 f"{images.dtype} and {None if sil is None else sil.dtype}."
             )
         self.near, self.far = _check_depth_range(self.near, self.far)
+        if self.world_transform is not None:
+            m = torch.as_tensor(self.world_transform, dtype=torch.float64).cpu()
+            if m.shape != (4, 4) or not bool(torch.isfinite(m).all()):
+                raise ValueError(
+                    f"world_transform must be a finite (4, 4) matrix; got {tuple(m.shape)}."
+                )
+            if not torch.allclose(m[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=m.dtype)):
+                raise ValueError(f"world_transform's last row must be [0, 0, 0, 1]; got {m[3]}.")
+            self.world_transform = m
         missing = [s for s in REQUIRED_SPLITS if s not in self.splits]
         if missing:
             raise ValueError(
@@ -119,7 +134,7 @@ class Scene:
         """Whether the scene has silhouettes (masks)."""
         return self.silhouettes is not None
 
-    def split(self, name: str) -> tuple[FoVPerspectiveCameras, torch.Tensor, torch.Tensor | None]:
+    def split(self, name: str) -> tuple[CamerasBase, torch.Tensor, torch.Tensor | None]:
         """Cameras, images and silhouettes of one split.
 
         Args:
@@ -148,6 +163,7 @@ class Scene:
             background_color=self.background_color,
             near=self.near,
             far=self.far,
+            world_transform=self.world_transform,
         )
 
     def __repr__(self) -> str:
@@ -177,11 +193,28 @@ def _check_depth_range(near: float | None, far: float | None) -> tuple[float | N
     return lo, hi
 
 
-def concat_cameras(cameras: Iterable[FoVPerspectiveCameras]) -> FoVPerspectiveCameras:
-    """Concatenate batches of cameras (all with the same ``degrees`` flag)."""
+def concat_cameras(cameras: Iterable[CamerasBase]) -> CamerasBase:
+    """Concatenate batches of cameras of one type.
+
+    ``FoVPerspectiveCameras`` must share ``degrees``; ``PerspectiveCameras`` must share
+    ``in_ndc`` and either all carry an ``image_size`` or none.
+    """
     cams = list(cameras)
     if not cams:
         raise ValueError("concat_cameras needs at least one batch of cameras.")
-    fields = ("znear", "zfar", "aspect_ratio", "fov", "R", "T")
-    kwargs = {f: torch.cat([getattr(c, f) for c in cams]) for f in fields}
-    return FoVPerspectiveCameras(degrees=cams[0].degrees, device=cams[0].device, **kwargs)
+    kind = type(cams[0])
+    if any(type(c) is not kind for c in cams):
+        names = sorted({type(c).__name__ for c in cams})
+        raise ValueError(f"concat_cameras needs cameras of one type; got {names}.")
+    shared = [c._shared_kwargs() for c in cams]
+    if any(sh != shared[0] for sh in shared):
+        raise ValueError(f"concat_cameras: cameras disagree on {shared[0]} vs {shared}.")
+    kwargs = {}
+    for f in kind._FIELDS:
+        values = [getattr(c, f) for c in cams]
+        if all(v is None for v in values):
+            continue
+        if any(v is None for v in values):
+            raise ValueError(f"concat_cameras: some cameras have {f}, others do not.")
+        kwargs[f] = torch.cat([v.to(cams[0].device) for v in values])
+    return kind(device=cams[0].device, **shared[0], **kwargs)
