@@ -137,8 +137,13 @@ def test_loss_terms_can_be_added_by_override():
 
 
 def test_param_groups_get_their_lr_scale():
-    cfg = compose_cfg([*TINY_RUN, "model=fast", "model.resolution=8", "model.grid_lr_scale=10",
-                       "model.n_hidden_neurons=8", "optimizer=adamw", "optimizer.lr=2e-3"])  # fmt: skip
+    fast = [
+        "model=fast",
+        "model.resolution=8",
+        "model.grid_lr_scale=10",
+        "model.n_hidden_neurons=8",
+    ]
+    cfg = compose_cfg([*TINY_RUN, *fast, "optimizer=adamw", "optimizer.lr=2e-3"])
     groups = build_components(cfg).optimizer.param_groups
     assert {g["name"]: g["lr"] for g in groups} == pytest.approx(
         {"field/grids": 2e-2, "field/mlp": 2e-3}
