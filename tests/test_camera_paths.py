@@ -45,7 +45,8 @@ def test_orbit_at_elevation_zero_is_the_tutorial_turntable():
     log_rots[:, 1] = torch.linspace(-3.14, 3.14, n)
     cams = orbit(n, d, 0.0, LIKE)
     torch.testing.assert_close(cams.R, so3_exp_map(log_rots), atol=2e-6, rtol=0)
-    torch.testing.assert_close(cams.T, torch.tensor([[0.0, 0.0, d]]).expand(n, 3), atol=2e-6, rtol=0)
+    expected_T = torch.tensor([[0.0, 0.0, d]]).expand(n, 3)
+    torch.testing.assert_close(cams.T, expected_T, atol=2e-6, rtol=0)
     for f in ("znear", "zfar", "fov", "aspect_ratio"):
         torch.testing.assert_close(getattr(cams, f), getattr(LIKE, f).expand(n))
 
