@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nerf_lab.resamplers import ProbabilisticRaysampler, lengths_to_edges, lengths_to_intervals
 from nerf_lab.raysamplers import RayBundle
+from nerf_lab.resamplers import ProbabilisticRaysampler, lengths_to_edges, lengths_to_intervals
 from nerf_lab.sample_pdf import sample_pdf
 
 
