@@ -141,9 +141,7 @@ def test_opacity_loss_values_and_gradients():
     o = torch.tensor([0.5, 0.25, 0.0, 1.0])
     h = opacity_loss(o)
     torch.testing.assert_close(h[0], torch.tensor(math.log(2.0)))
-    torch.testing.assert_close(
-        h[1], torch.tensor(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
-    )
+    torch.testing.assert_close(h[1], torch.tensor(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75))))
     assert h[2] < 1e-4 and h[3] < 1e-4
     x = torch.tensor([0.0, 1.0, 0.3], requires_grad=True)
     opacity_loss(x).sum().backward()
