@@ -31,6 +31,7 @@ from nerf_lab.sample_pdf import sample_pdf
 __all__ = [
     "ProbabilisticRaysampler",
     "check_bool",
+    "split_resampler_output",
     "lengths_to_edges",
     "lengths_to_intervals",
 ]
@@ -41,6 +42,28 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false; got {value!r}.")
     return value
+
+
+def split_resampler_output(result: Any) -> tuple[RayBundle, dict[str, torch.Tensor]]:
+    """``(bundle, aux)`` from a resampler's return value: a :class:`RayBundle` (then
+    ``aux = {}``) or a pair ``(RayBundle, aux dict)``.
+
+    :class:`RayBundle` is a ``NamedTuple``, so ``isinstance(result, tuple)`` alone cannot
+    tell the two apart; this checks for a bundle first.
+    """
+    if isinstance(result, RayBundle):
+        return result, {}
+    if (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and isinstance(result[0], RayBundle)
+        and isinstance(result[1], dict)
+    ):
+        return result[0], dict(result[1])
+    raise TypeError(
+        "a resampler must return a RayBundle or (RayBundle, dict of per-ray tensors); got "
+        f"{type(result).__name__}."
+    )
 
 
 def lengths_to_edges(lengths: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from nerf_lab.raysamplers import RayBundle
-from nerf_lab.resamplers import ProbabilisticRaysampler, lengths_to_edges, lengths_to_intervals
+from nerf_lab.resamplers import (
+    ProbabilisticRaysampler,
+    lengths_to_edges,
+    lengths_to_intervals,
+    split_resampler_output,
+)
 from nerf_lab.sample_pdf import sample_pdf
 
 
@@ -126,3 +133,31 @@ def test_lengths_to_edges_follows_the_fields_spacing():
     assert starts.tolist() == [[1.0, 1.5, 2.5, 3.0]] and ends.tolist() == [[1.5, 2.5, 3.0, 3.5]]
     with pytest.raises(ValueError, match=">= 2 points"):
         lengths_to_edges(torch.ones(3, 1))
+
+
+@pytest.mark.parametrize("option", ["hierarchical", "proposal", "occupancy"])
+def test_raysampler_yaml_resampler_instantiates_and_fits_its_ray_generators(option):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/raysampler" / f"{option}.yaml")
+    assert "defaults" not in cfg and set(cfg) >= {"train", "render", "resampler"}
+    resampler = instantiate(cfg.resampler)
+    n_in = cfg.n_pts_per_ray
+    z = torch.linspace(cfg.min_depth, cfg.max_depth, n_in).expand(3, 5, n_in).contiguous()
+    weights = torch.rand(3, 5, n_in) if resampler.needs_field_weights else None
+    result = resampler(input_ray_bundle=bundle(z), ray_weights=weights)
+    out, aux = split_resampler_output(result)
+    assert all(v.shape[:2] == (3, 5) for v in aux.values())  # per-ray tensors
+    n_out = cfg.resampler.n_pts_per_ray + (n_in if cfg.resampler.get("add_input_samples") else 0)
+    assert out.lengths.shape == (3, 5, n_out)
+
+
+def test_split_resampler_output_tells_a_bundle_from_a_pair():
+    b = bundle(coarse_lengths(2, n=4))
+    assert split_resampler_output(b) == (b, {})
+    aux = {"x": torch.ones(2, 1)}
+    out, got = split_resampler_output((b, aux))
+    assert out is b and got == aux
+    with pytest.raises(TypeError, match="must return a RayBundle"):
+        split_resampler_output((b.lengths, aux))
