@@ -1,0 +1,163 @@
+"""ProbabilisticRaysampler (PyTorch3D projects/nerf) and the intervals of point samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nerf_lab.raysamplers import RayBundle
+from nerf_lab.resamplers import (
+    ProbabilisticRaysampler,
+    lengths_to_edges,
+    lengths_to_intervals,
+    split_resampler_output,
+)
+from nerf_lab.sample_pdf import sample_pdf
+
+
+def bundle(lengths: torch.Tensor) -> RayBundle:
+    lead = lengths.shape[:-1]
+    return RayBundle(
+        origins=torch.randn(*lead, 3),
+        directions=torch.randn(*lead, 3),
+        lengths=lengths,
+        xys=torch.randn(*lead, 2),
+    )
+
+
+def coarse_lengths(*lead: int, n: int = 16) -> torch.Tensor:
+    return torch.linspace(1.0, 4.0, n).expand(*lead, n).contiguous()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_all_weight_in_one_interval_puts_the_new_samples_in_it(training):
+    n_in, n_rays = 16, 20
+    z = coarse_lengths(2, n_rays, n=n_in)
+    j = torch.randint(1, n_in - 1, (2, n_rays))  # the point holding all the weight
+    weights = torch.zeros_like(z)
+    weights.scatter_(-1, j[..., None], 1.0)
+    sampler = ProbabilisticRaysampler(32, stratified=True, stratified_test=False,
+                                      add_input_samples=False)  # fmt: skip
+    sampler.train(training)
+    out = sampler(bundle(z), weights).lengths
+    mids = 0.5 * (z[..., 1:] + z[..., :-1])
+    lo = torch.gather(mids, -1, (j - 1)[..., None])  # bin j - 1 of weights[..., 1:-1]
+    hi = torch.gather(mids, -1, j[..., None])
+    inside = (out >= lo) & (out <= hi)
+    if training:  # random quantiles in (0, 1): all inside
+        assert inside.all()
+    else:  # evenly spaced quantiles 0..1: the ends go to the first and last midpoints
+        assert inside[..., 1:-1].all()
+
+
+def test_output_is_sorted_with_input_samples_and_shapes():
+    z = coarse_lengths(2, 7, n=12)
+    weights = torch.rand(2, 7, 12)
+    b = bundle(z)
+    sampler = ProbabilisticRaysampler(20, stratified=True, stratified_test=True)
+    out = sampler(b, weights)
+    assert out.lengths.shape == (2, 7, 32)
+    assert (out.lengths[..., 1:] >= out.lengths[..., :-1]).all()
+    # the input depths are all kept
+    for d in z[0, 0]:
+        assert (out.lengths[0, 0] == d).any()
+    assert out.origins is b.origins and out.directions is b.directions and out.xys is b.xys
+    grid = bundle(coarse_lengths(1, 4, 5, n=12))
+    assert sampler(grid, torch.rand(1, 4, 5, 12)).lengths.shape == (1, 4, 5, 32)
+
+
+def test_pytorch3d_numbers_bins_are_midpoints_and_weights_drop_the_ends():
+    z = torch.sort(torch.rand(3, 5, 10) * 3 + 1, dim=-1).values
+    weights = torch.rand(3, 5, 10)
+    sampler = ProbabilisticRaysampler(8, stratified=False, stratified_test=False)
+    out = sampler(bundle(z), weights).lengths
+    mids = 0.5 * (z[..., 1:] + z[..., :-1])
+    for r in range(3):  # PyTorch3D: bins (n_rays, n - 1), weights[..., 1:-1], det=True
+        new = sample_pdf(mids[r], weights[r, :, 1:-1], 8, det=True)
+        expected = torch.sort(torch.cat((z[r], new), dim=-1), dim=-1).values
+        assert torch.equal(out[r], expected)
+
+
+def test_uniform_weights_on_uniform_depths_give_evenly_spaced_samples():
+    z = torch.arange(10.0).expand(4, 10)
+    sampler = ProbabilisticRaysampler(9, False, False, add_input_samples=False).eval()
+    out = sampler(bundle(z), torch.ones(4, 10)).lengths
+    torch.testing.assert_close(out, torch.linspace(0.5, 8.5, 9).expand(4, 9), atol=1e-4, rtol=0)
+
+
+def test_stratified_in_training_deterministic_in_evaluation():
+    z, w = coarse_lengths(3, 6), torch.rand(3, 6, 16)
+    sampler = ProbabilisticRaysampler(10, stratified=True, stratified_test=False)
+    a, b = sampler(bundle(z), w).lengths, sampler(bundle(z), w).lengths
+    assert not torch.equal(a, b)
+    sampler.eval()
+    a, b = sampler(bundle(z), w).lengths, sampler(bundle(z), w).lengths
+    assert torch.equal(a, b)
+
+
+def test_no_gradient_through_the_new_depths():
+    z = coarse_lengths(2, n=16)
+    w = torch.rand(2, 16, requires_grad=True)
+    out = ProbabilisticRaysampler(4, True, False)(bundle(z), w)
+    assert not out.lengths.requires_grad
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_pts_per_ray": 0}, "n_pts_per_ray must be a positive integer; got 0"),
+        ({"stratified": "yes"}, "stratified must be true or false; got 'yes'"),
+        ({"add_input_samples": 1}, "add_input_samples must be true or false; got 1"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = {"n_pts_per_ray": 4, "stratified": True, "stratified_test": False, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        ProbabilisticRaysampler(**args)
+
+
+def test_bad_inputs():
+    sampler = ProbabilisticRaysampler(4, True, False)
+    with pytest.raises(ValueError, match="ray_weights must have the shape"):
+        sampler(bundle(coarse_lengths(2, n=16)), torch.rand(2, 15))
+    with pytest.raises(ValueError, match=">= 3 input points"):
+        sampler(bundle(coarse_lengths(2, n=2)), torch.rand(2, 2))
+
+
+def test_lengths_to_edges_follows_the_fields_spacing():
+    z = torch.tensor([[1.0, 1.5, 2.5, 3.0]])
+    assert lengths_to_edges(z).tolist() == [[1.0, 1.5, 2.5, 3.0, 3.5]]
+    starts, ends = lengths_to_intervals(z)
+    assert starts.tolist() == [[1.0, 1.5, 2.5, 3.0]] and ends.tolist() == [[1.5, 2.5, 3.0, 3.5]]
+    with pytest.raises(ValueError, match=">= 2 points"):
+        lengths_to_edges(torch.ones(3, 1))
+
+
+@pytest.mark.parametrize("option", ["hierarchical", "proposal", "occupancy"])
+def test_raysampler_yaml_resampler_instantiates_and_fits_its_ray_generators(option):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/raysampler" / f"{option}.yaml")
+    assert "defaults" not in cfg and set(cfg) >= {"train", "render", "resampler"}
+    resampler = instantiate(cfg.resampler)
+    n_in = cfg.n_pts_per_ray
+    z = torch.linspace(cfg.min_depth, cfg.max_depth, n_in).expand(3, 5, n_in).contiguous()
+    weights = torch.rand(3, 5, n_in) if resampler.needs_field_weights else None
+    result = resampler(input_ray_bundle=bundle(z), ray_weights=weights)
+    out, aux = split_resampler_output(result)
+    assert all(v.shape[:2] == (3, 5) for v in aux.values())  # per-ray tensors
+    n_out = cfg.resampler.n_pts_per_ray + (n_in if cfg.resampler.get("add_input_samples") else 0)
+    assert out.lengths.shape == (3, 5, n_out)
+
+
+def test_split_resampler_output_tells_a_bundle_from_a_pair():
+    b = bundle(coarse_lengths(2, n=4))
+    assert split_resampler_output(b) == (b, {})
+    aux = {"x": torch.ones(2, 1)}
+    out, got = split_resampler_output((b, aux))
+    assert out is b and got == aux
+    with pytest.raises(TypeError, match="must return a RayBundle"):
+        split_resampler_output((b.lengths, aux))
