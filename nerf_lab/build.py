@@ -126,6 +126,7 @@ def build_components(cfg: DictConfig) -> Components:
         for name, node in cfg.loss.terms.items()
         if node is not None
     }
+    check_component_relations(resampler, loss_terms)
     bg = cfg.raymarcher.get("background_color")
     raymarcher = build(cfg.raymarcher, "raymarcher", background_color=None if bg == "auto" else bg)
     renderer = Renderer(field, raymarcher, resampler, settings.precision, settings.chunk_size)
@@ -143,6 +144,24 @@ def build_components(cfg: DictConfig) -> Components:
     )
     call(render, "raysampler.render", image_height=2, image_width=2)
     return Components(settings, renderer, loss_terms, optimizer, scheduler, device)
+
+
+def check_component_relations(resampler: Any, loss_terms: dict[str, Any]) -> None:
+    """Relations between the raysampler and the loss terms: proposal sampling is trained
+    only by the interlevel term, which needs proposal levels."""
+    from nerf_lab.losses import InterlevelLoss
+    from nerf_lab.proposal import ProposalResampler
+
+    has_interlevel = any(isinstance(t, InterlevelLoss) for t in loss_terms.values())
+    if isinstance(resampler, ProposalResampler) and not has_interlevel:
+        raise ConfigValueError([
+            "raysampler=proposal: its proposal grids learn only from the interlevel loss "
+            "term; add it: +loss/terms@loss.terms.interlevel=interlevel"
+        ])  # fmt: skip
+    if has_interlevel and not isinstance(resampler, ProposalResampler):
+        raise ConfigValueError([
+            "loss.terms: the interlevel term needs raysampler=proposal (proposal levels)"
+        ])  # fmt: skip
 
 
 def _raysampler_extent(cfg: DictConfig, image_hw: tuple[int, int] | None) -> dict[str, float]:

@@ -139,6 +139,56 @@ class SilhouetteLoss(PenaltyTerm):
         return output.opacity
 
 
+class _WeightedTerm(torch.nn.Module):
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = _check_weight(weight)
+
+
+class DistortionLoss(_WeightedTerm):
+    """mip-NeRF 360's distortion loss (Barron et al. 2022, eq. 15) of the final pass's
+    weights, mean over rays, times ``weight``: pulls each ray's weights into one compact
+    interval (fewer floaters). See :func:`nerf_lab.regularizers.distortion_loss`."""
+
+    def forward(self, output: RenderOutput, targets: Targets) -> torch.Tensor:
+        from nerf_lab.regularizers import distortion_loss
+        from nerf_lab.resamplers import lengths_to_intervals
+
+        starts, ends = lengths_to_intervals(output.lengths)
+        return self.weight * distortion_loss(output.weights, starts, ends).mean()
+
+
+class InterlevelLoss(_WeightedTerm):
+    """mip-NeRF 360's proposal loss L_prop (nerfstudio's ``interlevel_loss``): trains the
+    proposal fields of ``raysampler=proposal`` (their weights must bound the final pass's,
+    which are detached), mean over rays, times ``weight``. Needs the proposal levels in
+    ``output.aux`` (:class:`nerf_lab.proposal.ProposalOutputs`)."""
+
+    def forward(self, output: RenderOutput, targets: Targets) -> torch.Tensor:
+        from nerf_lab.proposal import ProposalOutputs
+        from nerf_lab.regularizers import interlevel_loss
+        from nerf_lab.resamplers import lengths_to_edges
+
+        if not any(k.startswith("proposal_") for k in output.aux):
+            raise ValueError(
+                "The interlevel term needs proposal levels in the render output: use it with "
+                "raysampler=proposal."
+            )
+        levels = ProposalOutputs.from_aux(output.aux)
+        edges = lengths_to_edges(output.lengths)
+        return self.weight * interlevel_loss(levels.edges, levels.weights, edges, output.weights)
+
+
+class OpacityLoss(_WeightedTerm):
+    """Binary entropy of the ray opacity (:func:`nerf_lab.regularizers.opacity_loss`), mean
+    over rays, times ``weight``: pushes rays to be fully empty or fully opaque."""
+
+    def forward(self, output: RenderOutput, targets: Targets) -> torch.Tensor:
+        from nerf_lab.regularizers import opacity_loss
+
+        return self.weight * opacity_loss(output.opacity).mean()
+
+
 def combine_terms(
     terms: Mapping[str, LossTerm | None], output: RenderOutput, targets: Targets
 ) -> dict[str, torch.Tensor]:

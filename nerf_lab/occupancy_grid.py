@@ -42,6 +42,7 @@ import torch
 from nerf_lab.hooks import ParamGroup, TrainingHooks
 from nerf_lab.proposal import check_aabb
 from nerf_lab.raysamplers import RayBundle, check_positive_int
+from nerf_lab.renderer import Resampler
 from nerf_lab.resamplers import check_bool
 from nerf_lab.sample_pdf import invert_cdf, stratified_quantiles
 
@@ -327,7 +328,7 @@ class OccupancyGrid(TrainingHooks, torch.nn.Module):
         return float(self.binaries.float().mean())
 
 
-class OccupancyResampler(TrainingHooks, torch.nn.Module):
+class OccupancyResampler(Resampler):
     """Samples only in occupied cells of an :class:`OccupancyGrid` (see the module docstring).
 
     Args:

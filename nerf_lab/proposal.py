@@ -37,10 +37,11 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from nerf_lab.hooks import ParamGroup, TrainingHooks
+from nerf_lab.hooks import ParamGroup
 from nerf_lab.models.fast import total_variation
 from nerf_lab.raymarchers import transmittance
 from nerf_lab.raysamplers import RayBundle, check_positive_int, ray_bundle_to_ray_points
+from nerf_lab.renderer import Resampler
 from nerf_lab.resamplers import check_bool, lengths_to_edges
 from nerf_lab.sample_pdf import invert_cdf, stratified_quantiles
 
@@ -231,7 +232,7 @@ class ProposalOutputs:
         return ProposalOutputs(edges, weights)
 
 
-class ProposalResampler(TrainingHooks, torch.nn.Module):
+class ProposalResampler(Resampler):
     """Proposal sampling with 1 or more density grids (mip-NeRF 360 / nerfacto).
 
     Level 0 evaluates proposal field 0 at the input bundle's depths (so the input must

@@ -141,6 +141,11 @@ class Resampler(TrainingHooks, torch.nn.Module):
 
     needs_field_weights: ClassVar[bool] = True
 
+    def bind_field(self, field: torch.nn.Module) -> None:
+        """Called once by :class:`Renderer` with the field it renders (e.g. for a sampler
+        that queries the field's density itself); default: nothing."""
+        return None
+
 
 def render_rays(
     ray_bundle: RayBundle,
@@ -218,6 +223,8 @@ class Renderer(torch.nn.Module):
         self.field = field
         self.raymarcher = raymarcher
         self.resampler = resampler
+        if isinstance(resampler, Resampler):
+            resampler.bind_field(field)
         self.precision = precision
         self.chunk_size = check_chunk_size(chunk_size)
 

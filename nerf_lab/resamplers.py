@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 
 from nerf_lab.raysamplers import RayBundle, check_positive_int
+from nerf_lab.renderer import Resampler
 from nerf_lab.sample_pdf import sample_pdf
 
 __all__ = [
@@ -94,7 +95,7 @@ def lengths_to_intervals(lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return edges[..., :-1], edges[..., 1:]
 
 
-class ProbabilisticRaysampler(torch.nn.Module):
+class ProbabilisticRaysampler(Resampler):
     """Importance sampling along rays from the previous pass's weights (NeRF's fine pass).
 
     PyTorch3D's ``projects/nerf`` ``ProbabilisticRaysampler`` (Mildenhall et al. 2020,

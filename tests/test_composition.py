@@ -5,6 +5,7 @@ package; the wheel ships the configs."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from hydra.utils import instantiate
 
 from nerf_lab.build import build_components, build_raysamplers, build_scene
 from nerf_lab.config import ConfigValueError, check_config, trainer_settings
+from nerf_lab.train import run
 from tests.conftest import (
     CAPTURE_FORMATS,
     CONF,
@@ -43,7 +45,8 @@ def test_every_group_has_real_choices():
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_builds(group, option):
-    cfg = compose_cfg([*(TINY_RUN if group == "model" else TINY), f"{group}={option}"])
+    extra = ["+loss/terms@loss.terms.interlevel=interlevel"] if option == "proposal" else []
+    cfg = compose_cfg([*(TINY_RUN if group == "model" else TINY), f"{group}={option}", *extra])
     components = build_components(cfg)
     assert components.optimizer.param_groups and components.loss_terms
     s = components.settings
@@ -118,6 +121,38 @@ def test_misspelt_keys_fail_naming_group_and_key():
         trainer_settings({"n_iterr": 3})
     with pytest.raises(ConfigValueError, match="loss.terms: must hold at least one"):
         check_config(compose_cfg([*TINY, "loss.terms.color=null", "loss.terms.silhouette=null"]))
+
+
+def test_proposal_sampling_needs_its_interlevel_term():
+    with pytest.raises(ConfigValueError, match="learn only from the interlevel loss"):
+        build_components(compose_cfg([*TINY, "raysampler=proposal"]))
+    with pytest.raises(ConfigValueError, match="needs raysampler=proposal"):
+        build_components(compose_cfg([*TINY, "+loss/terms@loss.terms.interlevel=interlevel"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["hierarchical", "proposal", "occupancy"])
+def test_each_resampler_trains_end_to_end(sampler, tmp_path):
+    """A debug run with each later-pass sampler: loss terms on every pass, the sampler's
+    own state in the checkpoint, eval rebuilding it."""
+    r = "raysampler.resampler"
+    extra = [f"{r}.n_pts_per_ray=8"] + {
+        "hierarchical": [],
+        "proposal": ["+loss/terms@loss.terms.interlevel=interlevel",
+                     "+loss/terms@loss.terms.distortion=distortion", f"{r}.resolutions=[8]"],
+        "occupancy": [f"{r}.grid.resolution=8", f"{r}.grid.update_every=1"],
+    }[sampler]  # fmt: skip
+    from nerf_lab import eval as nl_eval
+
+    cfg = compose_cfg([*TINY, "trainer=debug", f"raysampler={sampler}", *extra])
+    metrics = run(cfg, tmp_path)
+    assert math.isfinite(metrics)
+    state = torch.load(tmp_path / "checkpoints" / "step_00000004.pt", weights_only=True)
+    assert state["resampler"] is not None
+    assert nl_eval.main([f"run_dir={tmp_path}"]) == 0
+    again = json.loads((tmp_path / "eval.json").read_text())["eval/psnr"]
+    final = json.loads((tmp_path / "metrics.json").read_text())["eval/psnr"]
+    assert again == pytest.approx(final, abs=1e-4)
 
 
 def test_a_new_option_with_new_keys_needs_no_schema(tmp_path):
