@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -138,10 +136,11 @@ def test_lengths_to_edges_follows_the_fields_spacing():
 @pytest.mark.parametrize("option", ["hierarchical", "proposal", "occupancy"])
 def test_raysampler_yaml_resampler_instantiates_and_fits_its_ray_generators(option):
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/raysampler" / f"{option}.yaml")
-    assert "defaults" not in cfg and set(cfg) >= {"train", "render", "resampler"}
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg([f"raysampler={option}"]).raysampler
+    assert set(cfg) >= {"train", "render", "resampler"}
     resampler = instantiate(cfg.resampler)
     n_in = cfg.n_pts_per_ray
     z = torch.linspace(cfg.min_depth, cfg.max_depth, n_in).expand(3, 5, n_in).contiguous()
