@@ -5,7 +5,8 @@ A run directory holds the run's resolved config (in every checkpoint and in ``.h
 with ``hydra.utils.instantiate``. Without a check, a config is code: ``_target_:
 os.system`` runs a shell command. :func:`check_targets` refuses every target that is not
 
-* defined in ``nerf_lab`` (pattern ``nerf_lab.*``),
+* defined in ``nerf_lab`` (pattern ``nerf_lab.*``), except its entry points and the
+  helpers that write or delete files (:data:`NOT_COMPONENT_MODULES`, :data:`NOT_COMPONENTS`),
 * an optimiser or LR-scheduler *class* of ``torch.optim`` (pattern ``torch.optim.*``),
 * or matched by a pattern the user names (``allow_targets=[my_pkg.*]``, fnmatch syntax),
 
@@ -16,7 +17,7 @@ its name matches an allowed pattern or is a package on an allowed pattern's lite
 (``my_pkg`` and ``my_pkg.models`` for ``my_pkg.models.*``; importing a package runs its
 ``__init__``). Modules that are already imported are looked up, not imported. A target
 that matches a wildcard pattern by name must also be *defined* under an allowed pattern
-(``obj.__module__ + "." + obj.__qualname__``), so ``nerf_lab.train.os.system`` (``os.system``
+(``obj.__module__ + "." + obj.__qualname__``), so ``nerf_lab.checkpoint.os.system`` (``os.system``
 reached through a module attribute) is refused; a wildcard-free user pattern names one
 object exactly and needs no such check.
 """
