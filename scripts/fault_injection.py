@@ -6,7 +6,7 @@
    settings and a checkpoint every ``--checkpoint-every`` iterations, so kills often land
    during checkpoint writes).
 2. Rounds: a run in a fresh directory is started with ``trainer.resume=true`` and sent a
-   random signal (SIGKILL, SIGTERM or SIGHUP) at a random moment (mostly during training,
+   signal (SIGKILL, SIGTERM and SIGHUP in turn) at a random moment (mostly during training,
    sometimes during start-up), then resumed the same way, until it completes; new rounds
    start until ``--n`` signals have been sent.
 3. After each kill: the iteration the run had logged last, the step of the newest readable
@@ -138,14 +138,16 @@ def _launch(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.P
     )
 
 
-def _wait_for_training(proc: subprocess.Popen, log_path: Path, timeout: float) -> bool:
-    """Wait until the run logs an iteration (True) or exits / times out (False)."""
+def _wait_for_iter(
+    proc: subprocess.Popen, log_path: Path, timeout: float, at_least: int = 1
+) -> bool:
+    """Wait until the run logs iteration ``at_least`` or later (True) or exits / times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if _last_iter(log_path.read_text(errors="replace")) >= at_least:
+            return True
         if proc.poll() is not None:
             return False
-        if ITER_LINE.search(log_path.read_text(errors="replace")):
-            return True
         time.sleep(0.02)
     return False
 
@@ -155,17 +157,18 @@ def reference_run(out: Path, args: argparse.Namespace, env: dict[str, str]) -> d
     log_path = out / "reference.log"
     t0 = time.monotonic()
     proc = _launch(_cmd(run_dir, args.n_iter, args.checkpoint_every, args.keep, []), log_path, env)
-    started = _wait_for_training(proc, log_path, args.timeout)
+    started = _wait_for_iter(proc, log_path, args.timeout)
     t_train = time.monotonic()
-    rc = proc.wait(args.timeout)
+    finished = _wait_for_iter(proc, log_path, args.timeout, at_least=args.n_iter)
     t_end = time.monotonic()
-    if rc != 0 or not started:
+    rc = proc.wait(args.timeout)
+    if rc != 0 or not started or not finished:
         raise SystemExit(f"reference run failed (rc={rc}):\n{log_path.read_text()[-3000:]}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {
         "metrics": metrics,
         "startup_s": t_train - t0,
-        "train_wall_s": t_end - t_train,
+        "train_wall_s": t_end - t_train,  # first to last logged iteration
         "tmp_left": _tmp_files(run_dir),
     }
 
@@ -199,9 +202,10 @@ def run_rounds(
                 if during_startup:
                     time.sleep(rng.uniform(0.0, ref["startup_s"]))
                 else:
-                    _wait_for_training(proc, log_path, args.timeout)
-                    time.sleep(rng.uniform(0.0, ref["train_wall_s"]))
-                name = rng.choice(names)
+                    _wait_for_iter(proc, log_path, args.timeout)
+                    remaining = 1.0 - _kept_step(run_dir) / args.n_iter
+                    time.sleep(rng.uniform(0.0, ref["train_wall_s"] * remaining))
+                name = names[len(kills) % len(names)]  # every kind, in turn
                 if proc.poll() is None:
                     tmp_now = bool(list((run_dir / "checkpoints").glob(".*.tmp")))
                     proc.send_signal(SIGNALS[name])
@@ -351,7 +355,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50, help="signals to send in all")
     parser.add_argument("--signals", default="KILL,TERM,HUP", help="from KILL, TERM, HUP")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-iter", type=int, default=60)
+    parser.add_argument("--n-iter", type=int, default=200)
     parser.add_argument("--checkpoint-every", type=int, default=2)
     parser.add_argument("--keep", type=int, default=3, help="trainer.keep_checkpoints")
     parser.add_argument(
