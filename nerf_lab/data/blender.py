@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from nerf_lab.cameras import FoVPerspectiveCameras, screen_intrinsics
@@ -110,31 +110,145 @@ def _check_matrix(value: Any, where: str, problems: list[str]) -> np.ndarray | N
     return m
 
 
-def _resolve_image(root: Path, file_path: str) -> Path | None:
-    candidates = [root / file_path]
-    if not file_path.lower().endswith(".png"):
-        candidates.append(root / (file_path + ".png"))
-    for c in candidates:
-        if c.is_file():
-            return c
-    return None
+OUTSIDE_HINT = "set data.allow_outside_paths=true to allow files outside the dataset folder"
 
 
-def _read_rgba(path: Path, where: str, problems: list[str]) -> tuple[np.ndarray, bool] | None:
-    """``(H, W, 4)`` uint8 RGBA (alpha 255 for RGB images) and whether the file has an alpha
-    channel, or None (the problem is recorded)."""
+def resolve_inside(
+    root: Path, relative: str, allow_outside_paths: bool = False
+) -> tuple[Path | None, str | None]:
+    """Resolve a dataset-relative file name to an absolute path inside ``root``.
+
+    Args:
+        root: the dataset folder (absolute).
+        relative: a ``file_path`` from a transforms file (with or without ``.png``).
+        allow_outside_paths: accept absolute names, ``..`` and symlinks leading out of
+            ``root``.
+
+    Returns:
+        ``(path, None)`` with the resolved (absolute, symlink-free) path of an existing
+        file; ``(None, problem)`` when the name is refused or nothing exists. Nothing outside
+        ``root`` is opened unless allowed (existence is checked with ``stat`` only).
+    """
+    if Path(relative).is_absolute() and not allow_outside_paths:
+        return None, f"file_path {relative!r} is absolute; {OUTSIDE_HINT}"
+    names = [relative]
+    if not relative.lower().endswith(".png"):
+        names.append(relative + ".png")
+    root_real = root.resolve()
+    for name in names:
+        candidate = root / name
+        if not candidate.is_file():
+            continue
+        real = candidate.resolve()
+        if not allow_outside_paths and not real.is_relative_to(root_real):
+            return None, (
+                f"file_path {relative!r} leads to {real}, outside the dataset folder "
+                f"{root_real} ('..' or a symbolic link); {OUTSIDE_HINT}"
+            )
+        return real, None
+    return None, f"image {root / relative}(.png) does not exist"
+
+
+def _read_rgba(
+    path: Path, where: str, problems: list[str]
+) -> tuple[np.ndarray, bool] | None:
+    """An RGB(A) image as ``(H, W, 4)`` uint8 (alpha 255 for RGB images) and whether the
+    file has an alpha channel, or ``None`` with the reason in ``problems``.
+
+    Images over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``, checked
+    from the header before decoding) are refused as data problems.
+    """
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("RGB", "RGBA"):
-                problems.append(f"{where}: image {path} has mode {im.mode!r}, expected RGB or RGBA")
-                return None
-            arr = np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
-            has_alpha = im.mode == "RGBA"
-    except (OSError, ValueError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                if im.mode not in ("RGB", "RGBA"):
+                    problems.append(
+                        f"{where}: image {path} has mode {im.mode!r}, expected RGB or RGBA"
+                    )
+                    return None
+                arr = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+                has_alpha = im.mode == "RGBA"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        problems.append(
+            f"{where}: image {path} refused as a possible decompression bomb ({e}); "
+            f"Pillow's limit is PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}"
+        )
+        return None
+    except (OSError, ValueError, MemoryError) as e:
         problems.append(f"{where}: cannot read image {path} ({e})")
         return None
     return arr, has_alpha
+
+
+def composite_and_downscale(
+    rgba: np.ndarray, background: Sequence[float], downscale: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Composite one RGBA frame over ``background`` and area-average it by ``downscale``.
+
+    Args:
+        rgba: ``(H, W, 4)`` uint8.
+        background: RGB in [0, 1].
+        downscale: integer factor dividing ``H`` and ``W``.
+
+    Returns:
+        rgb ``(H / downscale, W / downscale, 3)`` and alpha ``(H / downscale, W / downscale, 1)``,
+        float32 (RGB composited at full resolution, then averaged; alpha averaged).
+    """
+    h, w = rgba.shape[:2]
+    if h % downscale or w % downscale:
+        raise ValueError(f"image size {w}x{h} is not divisible by downscale={downscale}")
+    x = rgba.astype(np.float32) / np.float32(255.0)
+    alpha = x[..., 3:]
+    bg = np.asarray(background, dtype=np.float32)
+    rgb = x[..., :3] * alpha + bg * (np.float32(1.0) - alpha)
+    del x
+    if downscale > 1:
+        d = downscale
+
+        def pool(a: np.ndarray) -> np.ndarray:
+            c = a.shape[-1]
+            return a.reshape(h // d, d, w // d, d, c).mean(axis=(1, 3), dtype=np.float64)
+
+        rgb = pool(rgb).astype(np.float32)
+        alpha = pool(alpha).astype(np.float32)
+    else:
+        alpha = alpha.copy()  # not a view of the full frame
+    return rgb, alpha
+
+
+def _load_frame(
+    path: Path, where: str, problems: list[str], background: Sequence[float], downscale: int
+) -> dict[str, Any] | None:
+    """Read one image and reduce it at once: the full-resolution frame is freed on return.
+
+    Returns:
+        ``{"size": (H, W), "rgb": (h, w, 3), "alpha": (h, w, 1), "has_alpha": bool}``
+        (float32 at the reduced size; ``rgb``/``alpha`` are ``None`` when ``downscale`` does not divide the size,
+        reported once for the whole scene later), or ``None`` when unreadable.
+    """
+    read = _read_rgba(path, where, problems)
+    if read is None:
+        return None
+    rgba, has_alpha = read
+    size = rgba.shape[:2]
+    if size[0] % downscale or size[1] % downscale:
+        return {"size": size, "rgb": None, "alpha": None, "has_alpha": has_alpha}
+    rgb, alpha = composite_and_downscale(rgba, background, downscale)
+    return {"size": size, "rgb": rgb, "alpha": alpha, "has_alpha": has_alpha}
+
+
+def _stack_frames(records: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move the frames into ``(n_views, h, w, 3)`` and ``(n_views, h, w, 1)`` tensors one at
+    a time, freeing each, so the set is never held twice."""
+    h, w = records[0]["rgb"].shape[:2]
+    rgb = torch.empty(len(records), h, w, 3)
+    alpha = torch.empty(len(records), h, w, 1)
+    for i, r in enumerate(records):
+        rgb[i] = torch.from_numpy(r.pop("rgb"))
+        alpha[i] = torch.from_numpy(r.pop("alpha"))
+    return rgb, alpha
 
 
 def _positive_number(value: Any) -> bool:
@@ -150,6 +264,7 @@ def load_blender(
     far: float | None = None,
     name: str | None = None,
     scene_box: Sequence[float] = DEFAULT_SCENE_BOX,
+    allow_outside_paths: bool = False,
 ) -> Scene:
     """Load a NeRF-synthetic folder as a :class:`Scene`.
 
@@ -165,15 +280,21 @@ def load_blender(
         name: scene name (default: the folder name).
         scene_box: ``(x_min, y_min, z_min, x_max, y_max, z_max)`` world box holding the
             content (see the module docstring); sets the scene's ``near`` / ``far``.
+        allow_outside_paths: accept image paths that are absolute or lead out of ``path``
+            (``..``, symbolic links); by default they are listed as problems.
+
+    Each image is composited and downscaled right after it is read, so loading holds one
+    full-resolution frame at a time plus the reduced set.
 
     Returns:
         The scene; views are ordered split by split, in ``splits`` order.
 
     Raises:
         SceneValidationError: listing every problem found (missing / unreadable files, bad JSON,
-            non-rigid poses, bad ``camera_angle_x``, non-RGB(A) or mixed-size images, ...).
+            non-rigid poses, bad ``camera_angle_x``, non-RGB(A) or mixed-size images, image
+            paths leading out of the folder, decompression bombs, ...).
     """
-    root = Path(path).expanduser()
+    root = Path(path).expanduser().absolute()
     bg = parse_background(background)
     if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
         raise ValueError(f"downscale must be a positive int; got {downscale!r}.")
@@ -194,6 +315,10 @@ def load_blender(
         if not jpath.is_file():
             if split in ("train", "test"):
                 problems.append(f"{jpath} is missing (the {split!r} split is required)")
+            continue
+        _, outside = resolve_inside(root, jpath.name, allow_outside_paths)
+        if outside is not None:
+            problems.append(f"{jpath}: {outside}")
             continue
         try:
             meta = json.loads(jpath.read_text())
@@ -227,13 +352,12 @@ def load_blender(
             if not isinstance(fp, str) or not fp:
                 problems.append(f"{where}: 'file_path' is missing or not a string")
             else:
-                img_path = _resolve_image(root, fp)
-                if img_path is None:
-                    problems.append(f"{where}: image {root / fp}(.png) does not exist")
+                img_path, refused = resolve_inside(root, fp, allow_outside_paths)
+                if refused is not None:
+                    problems.append(f"{where}: {refused}")
                 else:
-                    read = _read_rgba(img_path, where, problems)
-                    if read is not None:
-                        image, has_alpha = read
+                    image = _load_frame(img_path, where, problems, bg, downscale)
+                    has_alpha = image is not None and image["has_alpha"]
             z_near = near if near is not None else frame.get("near", meta.get("near", DEFAULT_NEAR))
             z_far = far if far is not None else frame.get("far", meta.get("far", DEFAULT_FAR))
             if not (_positive_number(z_near) and _positive_number(z_far) and 0 < z_near < z_far):
@@ -257,7 +381,7 @@ def load_blender(
     if records:
         sizes: dict[tuple[int, int], list[str]] = {}
         for r in records:
-            sizes.setdefault(r["image"].shape[:2], []).append(str(r["path"]))
+            sizes.setdefault(r["image"]["size"], []).append(str(r["path"]))
         if len(sizes) > 1:
             common = max(sizes, key=lambda s: len(sizes[s]))
             for size, files in sizes.items():
@@ -267,18 +391,12 @@ def load_blender(
                         "(images of mixed sizes)"
                         for f in files
                     )
-        h, w = next(iter(records))["image"].shape[:2]
+        h, w = next(iter(records))["image"]["size"]
         if (h % downscale or w % downscale) and len(sizes) == 1:
             problems.append(f"image size {w}x{h} is not divisible by downscale={downscale}")
     raise_if_problems(problems, f"Blender scene {root}")
 
-    rgba = torch.from_numpy(np.stack([r["image"] for r in records])).to(torch.float32) / 255.0
-    alpha = rgba[..., 3:]
-    bg_t = torch.tensor(bg, dtype=torch.float32)
-    rgb = rgba[..., :3] * alpha + bg_t * (1.0 - alpha)
-    if downscale > 1:
-        rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), downscale).permute(0, 2, 3, 1)
-        alpha = F.avg_pool2d(alpha.permute(0, 3, 1, 2), downscale).permute(0, 2, 3, 1)
+    rgb, alpha = _stack_frames([r["image"] for r in records])
     H, W = rgb.shape[1:3]
     Rs, Ts = zip(*(c2w_to_p3d(r["c2w"]) for r in records), strict=True)
     cameras = FoVPerspectiveCameras(
@@ -343,6 +461,7 @@ def blender_scene(
     near: float | None = None,
     far: float | None = None,
     scene_box: Sequence[float] = DEFAULT_SCENE_BOX,
+    allow_outside_paths: bool = False,
 ) -> Scene:
     """Hydra builder for a NeRF-synthetic folder; see :func:`load_blender`."""
     return load_blender(
@@ -353,6 +472,7 @@ def blender_scene(
         near=near,
         far=far,
         scene_box=tuple(scene_box),
+        allow_outside_paths=allow_outside_paths,
     )
 
 
