@@ -69,7 +69,7 @@ class _WeightedCornerSum(torch.autograd.Function):
             grad_flat = grad_out.new_zeros(n_rows * n_channels)
             base = rows.reshape(-1).long()
             if n_channels > 1:
-                base *= n_channels
+                base = base * n_channels  # not in place: `rows` may already be int64
             for c in range(n_channels):
                 contrib = weights * grad_out[:, c]  # (K, N)
                 grad_flat.scatter_add_(0, base + c if c else base, contrib.reshape(-1))
