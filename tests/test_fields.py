@@ -306,9 +306,9 @@ def test_nerf_full_default_architecture():
     assert layers[0].in_features == 63 and layers[5].in_features == 256 + 63
     assert all(layer.out_features == 256 for layer in layers)
     assert model.color_layer[0].weight.shape == (128, 256 + 27)
-    assert float(model.density_layer.bias.abs().sum()) == 0.0
+    assert float(model.density_layer.bias.detach().abs().sum()) == 0.0
     # Xavier-uniform bound: sqrt(6 / (fan_in + fan_out)).
-    assert float(layers[1].weight.abs().max()) <= math.sqrt(6 / 512)
+    assert float(layers[1].weight.detach().abs().max()) <= math.sqrt(6 / 512)
 
 
 def test_nerf_full_density_noise_in_training_only():
