@@ -41,13 +41,14 @@ def test_weighted_corner_sum_matches_loop(n_channels, dtype):
     torch.testing.assert_close(gather_rows(table, rows.reshape(-1).long()), table[rows.reshape(-1)])
 
 
-def test_weighted_corner_sum_gradients_and_repeated_rows():
-    table = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("n_channels", [1, 2, 7])  # per-channel and 2-D scatters
+def test_weighted_corner_sum_gradients_and_repeated_rows(n_channels):
+    table = torch.randn(6, n_channels, dtype=torch.float64, requires_grad=True)
     rows = torch.tensor([[0, 0, 5], [1, 0, 5], [2, 2, 2], [3, 4, 0]])  # repeats within and across
     weights = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
     torch.autograd.gradcheck(lambda t, w: weighted_corner_sum(t, rows, w), (table, weights))
     # The same gradient as autograd through the plain formula.
-    g = torch.randn(3, 2, dtype=torch.float64)
+    g = torch.randn(3, n_channels, dtype=torch.float64)
     out = weighted_corner_sum(table, rows, weights)
     (gt, gw) = torch.autograd.grad(out, (table, weights), g)
     ref = (weights[:, :, None] * table[rows]).sum(0)
