@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 
@@ -88,6 +89,14 @@ def test_yaml_builds_the_field_with_its_defaults(name):
     assert "defaults" not in cfg
     model = instantiate(cfg)
     assert isinstance(model, RadianceField)
+    # YAML and constructor agree: the same keys, the same defaults.
+    params = inspect.signature(type(model)).parameters
+    values = OmegaConf.to_container(cfg)
+    values.pop("_target_")
+    assert set(values) == set(params)
+    for key, value in values.items():
+        default = params[key].default
+        assert (list(default) if isinstance(default, tuple) else default) == value, key
     text = (CONF / f"{name}.yaml").read_text().splitlines()
     keys = [line for line in text if line and not line.startswith((" ", "#", "_target_"))]
     assert keys and all("#" in line for line in keys), keys

@@ -78,7 +78,7 @@ class KPlanesField(EncodedField):
         n_harmonic_functions_dir: int = 4,
         density_activation: str = "trunc_exp",
         density_bias: float = -1.0,
-        plane_lr_scale: float = 1.0,
+        plane_lr_scale: float = 10.0,
         tv_weight: float = 0.0,
         l1_weight: float = 0.0,
     ) -> None:

@@ -28,9 +28,11 @@ class NGPField(EncodedField):
     Args:
         n_levels: hash levels ``L`` (Instant-NGP: 16).
         n_features_per_level: features per level ``F`` (2).
-        log2_hashmap_size: ``log2 T``, entries per level (Instant-NGP: 19).
+        log2_hashmap_size: ``log2 T``, entries per level (Instant-NGP: 19; 17 here, a
+            quarter of the table for the small scenes a CPU trains).
         base_resolution: coarsest grid resolution ``N_min`` (16).
-        max_resolution: finest grid resolution ``N_max``.
+        max_resolution: finest grid resolution ``N_max`` (Instant-NGP: 512 to 524288 by
+            scene size; 512 here).
         hash_init_scale: table entries start uniform in ``[-s, s]`` (Instant-NGP: 1e-4).
         aabb: the box ``[x_min, y_min, z_min, x_max, y_max, z_max]`` the grid covers;
             points outside are empty.
@@ -39,7 +41,7 @@ class NGPField(EncodedField):
         density_bias: the decoder (:class:`~nerf_lab.models.hybrid.DensityColorDecoder`;
             defaults are Instant-NGP's / nerfacc's).
         table_lr_scale: learning rate of the hash table relative to the optimiser's ``lr``
-            (the MLPs use 1).
+            (the MLPs use 1). 10: with ``lr`` 3e-3, 0.03.
         mlp_l2_weight: weight of the L2 penalty ``sum w**2`` on the MLP weight matrices
             (Instant-NGP: 1e-6); 0: off.
 
@@ -51,9 +53,9 @@ class NGPField(EncodedField):
         self,
         n_levels: int = 16,
         n_features_per_level: int = 2,
-        log2_hashmap_size: int = 19,
+        log2_hashmap_size: int = 17,
         base_resolution: int = 16,
-        max_resolution: int = 2048,
+        max_resolution: int = 512,
         hash_init_scale: float = 1e-4,
         aabb: Sequence[float] = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0),
         n_hidden_density: int = 64,
@@ -66,7 +68,7 @@ class NGPField(EncodedField):
         n_harmonic_functions_dir: int = 4,
         density_activation: str = "trunc_exp",
         density_bias: float = -1.0,
-        table_lr_scale: float = 1.0,
+        table_lr_scale: float = 10.0,
         mlp_l2_weight: float = 0.0,
     ) -> None:
         super().__init__(aabb)
