@@ -347,3 +347,17 @@ def test_nerf_full_last_spacing_repeat():
     torch.testing.assert_close(model(bundle)[0], reference_nerf(model, bundle, last="repeat")[0])
     model.last_spacing = "far"
     torch.testing.assert_close(model(bundle)[0], reference_nerf(model, bundle, last="far")[0])
+
+
+@pytest.mark.parametrize("name", ["ngp", "kplanes"])
+def test_hybrid_fields_under_bf16_autocast(name):
+    model = SMALL[name]()
+    bundle = random_bundle((16,), origin_scale=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        densities, colors = model(bundle)
+        sigma = model.densities(bundle.origins)
+    assert sigma.dtype == torch.float32  # the density activation runs in fp32
+    assert bool(torch.isfinite(densities).all()) and bool(torch.isfinite(colors).all())
+    ref_d, ref_c = model(bundle)
+    assert float((densities.float() - ref_d).detach().abs().max()) < 0.05
+    assert float((colors.float() - ref_c).detach().abs().max()) < 0.05

@@ -262,10 +262,13 @@ class DensityColorDecoder(torch.nn.Module):
             features: ``(N, n_input)``.
 
         Returns:
-            sigma ``(N,)`` (non-negative) and geometry features ``(N, geo_feat_dim)``.
+            sigma ``(N,)`` (non-negative, at least float32) and geometry features
+            ``(N, geo_feat_dim)``.
         """
         out = self.density_mlp(features)
         raw = out[:, 0]
+        if raw.dtype in (torch.float16, torch.bfloat16):
+            raw = raw.float()  # the activation in fp32 under autocast (as nerfacc)
         if self.density_bias != 0.0:
             raw = raw + self.density_bias
         return density_activation(raw, self.density_activation), out[:, 1:]
