@@ -147,8 +147,8 @@ def test_decoder_matches_a_plain_concatenation_mlp():
     torch.testing.assert_close(geo, raw[:, 1:])
     rgb = dec.color(geo, dec.per_ray(dirs))
     sh = dec.dir_encoder(dirs)
-    w0 = torch.cat((dec.color_geo.weight, dec.color_dir.weight), dim=1)
-    h = F.relu(F.linear(torch.cat((geo, sh), -1), w0, dec.color_dir.bias))
+    first = dec.color_first
+    h = F.relu(F.linear(torch.cat((geo, sh), -1), first.weight, first.bias))
     m = dec.color_mlp[1]
     h = F.relu(F.linear(h, m[0].weight, m[0].bias))
     torch.testing.assert_close(rgb, torch.sigmoid(F.linear(h, m[2].weight, m[2].bias)))

@@ -16,7 +16,7 @@ The decoder (Instant-NGP, Müller et al. 2022; K-Planes' hybrid model uses the s
   ``exp(15)``, nerfacc's ``trunc_exp(x - 1)``), the others are geometry features;
 * colour MLP: ``[geometry features, encoded view direction]`` -> ``n_hidden_color``
   (ReLU, ``n_color_layers`` hidden layers) -> 3 -> sigmoid. The view direction is the same
-  for every point of a ray, so its part of the first layer (and the bias) is computed once
+  for every point of a ray, so its part of the first layer is computed once
   per ray (PyTorch3D's ``LinearWithRepeat``).
 
 tiny-cuda-nn's fully fused MLPs have no biases; these ``torch.nn.Linear`` layers do.
@@ -60,8 +60,13 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
-def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_open: bool = False) -> float:  # fmt: skip
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> float:
     """``float(value)`` if it is a real number in the range, else ``ValueError``.
 
     ``low``/``high`` are inclusive bounds (``low_open``: ``low`` exclusive).
@@ -245,12 +250,9 @@ class DensityColorDecoder(torch.nn.Module):
             self.dir_encoder = None
             n_dir = 0
         self.density_mlp = _mlp(n_input, n_hidden_density, n_density_layers, 1 + geo_feat_dim)
-        # First colour layer on [geo features, direction encoding], split by input.
-        self.color_geo = torch.nn.Linear(geo_feat_dim, n_hidden_color, bias=False)
-        self.color_dir = torch.nn.Linear(max(n_dir, 1), n_hidden_color)
-        if n_dir == 0:
-            self.color_dir.weight.data.zero_()
-            self.color_dir.weight.requires_grad_(False)
+        # The first colour layer, Linear on [geo features, direction encoding], evaluated
+        # in two parts (per point, per ray) as PyTorch3D's LinearWithRepeat.
+        self.color_first = torch.nn.Linear(geo_feat_dim + n_dir, n_hidden_color)
         self.color_mlp = torch.nn.Sequential(
             torch.nn.ReLU(inplace=True), _mlp(n_hidden_color, n_hidden_color, n_color_layers - 1, 3)
         )
@@ -274,7 +276,7 @@ class DensityColorDecoder(torch.nn.Module):
         return density_activation(raw, self.density_activation), out[:, 1:]
 
     def per_ray(self, directions: torch.Tensor) -> torch.Tensor:
-        """Direction part (and bias) of the first colour layer.
+        """Direction part of the first colour layer (zeros without a direction encoding).
 
         Args:
             directions: ``(n_rays, 3)`` ray directions (any length but 0).
@@ -282,11 +284,12 @@ class DensityColorDecoder(torch.nn.Module):
         Returns:
             ``(n_rays, n_hidden_color)``.
         """
+        weight = self.color_first.weight[:, self.geo_feat_dim :]
         if self.dir_encoder is None:
-            return self.color_dir.bias.expand(directions.shape[0], -1)
+            return weight.new_zeros(directions.shape[0], weight.shape[0])
         if self.direction_encoding == "harmonic":
             directions = F.normalize(directions, dim=-1)
-        return self.color_dir(self.dir_encoder(directions))
+        return F.linear(self.dir_encoder(directions), weight)
 
     def color(self, geo: torch.Tensor, per_ray: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1] from geometry features and the per-ray first-layer part.
@@ -298,7 +301,9 @@ class DensityColorDecoder(torch.nn.Module):
         Returns:
             ``(N, 3)``.
         """
-        return torch.sigmoid(self.color_mlp(self.color_geo(geo) + per_ray))
+        first = self.color_first
+        hidden = F.linear(geo, first.weight[:, : self.geo_feat_dim], first.bias) + per_ray
+        return torch.sigmoid(self.color_mlp(hidden))
 
 
 class EncodedField(RadianceField):
