@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("overrides", nargs="*", help="model.key=value, applied to every field")
     args = parser.parse_args()
+    if args.iters < 1 or args.warmup < 0:
+        parser.error("--iters must be >= 1 and --warmup >= 0")
     torch.set_num_threads(args.threads)
     tune_malloc()
     torch.manual_seed(0)
