@@ -33,18 +33,29 @@ def harmonic_embedding(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tens
 class HarmonicEmbedding(torch.nn.Module):
     """The tutorial's harmonic (Fourier-feature) embedding.
 
-    Frequencies are ``omega0 * 2**k`` for ``k = 0 .. n_harmonic_functions - 1``.
+    Frequencies are ``omega0 * 2**k`` for ``k = 0 .. n_harmonic_functions - 1``
+    (``logspace=True``, the default) or ``omega0 * linspace(1, 2**(n - 1), n)``
+    (``logspace=False``, as PyTorch3D's library ``HarmonicEmbedding``).
+
+    PyTorch3D's library ``HarmonicEmbedding()`` (used by ``projects/nerf``) is
+    ``HarmonicEmbedding(n, omega0=1.0, append_input=True)`` here: the same frequencies and
+    the same feature order (sines, cosines, then the input).
 
     Args:
         n_harmonic_functions: number of frequencies.
         omega0: the lowest frequency.
         append_input: also append the raw input ``x`` at the end.
+        logspace: frequencies in powers of two (else linearly spaced).
 
     ``forward(x (..., D))`` returns ``(..., 2 * D * n_harmonic_functions [+ D])``.
     """
 
     def __init__(
-        self, n_harmonic_functions: int = 60, omega0: float = 0.1, append_input: bool = False
+        self,
+        n_harmonic_functions: int = 60,
+        omega0: float = 0.1,
+        append_input: bool = False,
+        logspace: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(n_harmonic_functions, bool) or not isinstance(n_harmonic_functions, int):
@@ -57,7 +68,16 @@ class HarmonicEmbedding(torch.nn.Module):
             raise ValueError(f"omega0 must be > 0; got {omega0!r}.")
         self.n_harmonic_functions = n_harmonic_functions
         self.append_input = append_input
-        self.register_buffer("frequencies", omega0 * (2.0 ** torch.arange(n_harmonic_functions)))
+        if not isinstance(logspace, bool):
+            raise ValueError(f"logspace must be true or false; got {logspace!r}.")
+        self.logspace = logspace
+        if logspace:
+            frequencies = 2.0 ** torch.arange(n_harmonic_functions)
+        else:
+            frequencies = torch.linspace(
+                1.0, 2.0 ** (n_harmonic_functions - 1), n_harmonic_functions
+            )
+        self.register_buffer("frequencies", omega0 * frequencies)
 
     def get_output_dim(self, input_dims: int = 3) -> int:
         """Embedding size for ``input_dims`` input coordinates."""
@@ -68,3 +88,88 @@ class HarmonicEmbedding(torch.nn.Module):
         if self.append_input:
             out = torch.cat((out, x), dim=-1)
         return out
+
+
+# ---------------------------------------------------------------------------------------
+# Spherical harmonics (view directions of the Instant-NGP-style decoders)
+# ---------------------------------------------------------------------------------------
+#: Largest supported number of bands (l = 0 .. 4).
+MAX_SH_DEGREE = 5
+
+
+def spherical_harmonics(directions: torch.Tensor, degree: int = 4) -> torch.Tensor:
+    """Real, orthonormal spherical harmonics ``Y_l^m`` of unit directions.
+
+    ``degree`` counts bands, as tiny-cuda-nn's ``"SphericalHarmonics"`` encoding (which
+    Instant-NGP, nerfacc and K-Planes use with ``degree=4``): bands ``l = 0 .. degree - 1``,
+    ``degree**2`` components, ordered by ``l`` then ``m = -l .. l``. The basis is
+    orthonormal on the unit sphere: ``integral Y_i Y_j dOmega = delta_ij``.
+
+    Args:
+        directions: ``(..., 3)`` unit vectors ``(x, y, z)``.
+        degree: number of bands, 1 to :data:`MAX_SH_DEGREE`.
+
+    Returns:
+        ``(..., degree**2)``.
+    """
+    if isinstance(degree, bool) or not isinstance(degree, int) or not 1 <= degree <= MAX_SH_DEGREE:
+        raise ValueError(f"degree must be an integer in [1, {MAX_SH_DEGREE}]; got {degree!r}.")
+    x, y, z = directions.unbind(-1)
+    out = [torch.full_like(x, 0.28209479177387814)]
+    if degree > 1:
+        out += [0.4886025119029199 * y, 0.4886025119029199 * z, 0.4886025119029199 * x]
+    if degree > 2:
+        xx, yy, zz = x * x, y * y, z * z
+        out += [
+            1.0925484305920792 * x * y,
+            1.0925484305920792 * y * z,
+            0.31539156525252005 * (3 * zz - 1),
+            1.0925484305920792 * x * z,
+            0.5462742152960396 * (xx - yy),
+        ]
+    if degree > 3:
+        out += [
+            0.5900435899266435 * y * (3 * xx - yy),
+            2.890611442640554 * x * y * z,
+            0.4570457994644658 * y * (5 * zz - 1),
+            0.3731763325901154 * z * (5 * zz - 3),
+            0.4570457994644658 * x * (5 * zz - 1),
+            1.445305721320277 * z * (xx - yy),
+            0.5900435899266435 * x * (xx - 3 * yy),
+        ]
+    if degree > 4:
+        out += [
+            2.5033429417967046 * x * y * (xx - yy),
+            1.7701307697799304 * y * z * (3 * xx - yy),
+            0.9461746957575601 * x * y * (7 * zz - 1),
+            0.6690465435572892 * y * z * (7 * zz - 3),
+            0.10578554691520431 * (35 * zz * zz - 30 * zz + 3),
+            0.6690465435572892 * x * z * (7 * zz - 3),
+            0.47308734787878004 * (xx - yy) * (7 * zz - 1),
+            1.7701307697799304 * x * z * (xx - 3 * yy),
+            0.6258357354491761 * (xx * (xx - 3 * yy) - yy * (3 * xx - yy)),
+        ]
+    return torch.stack(out, dim=-1)
+
+
+class SphericalHarmonicsEncoding(torch.nn.Module):
+    """:func:`spherical_harmonics` of normalised directions.
+
+    Args:
+        degree: number of bands (4: 16 components, as Instant-NGP).
+
+    ``forward(directions (..., 3))`` normalises the directions (any length but 0) and
+    returns ``(..., degree**2)``.
+    """
+
+    def __init__(self, degree: int = 4) -> None:
+        super().__init__()
+        spherical_harmonics(torch.zeros(1, 3), degree)  # validates
+        self.degree = degree
+
+    def get_output_dim(self) -> int:
+        """``degree**2``."""
+        return self.degree**2
+
+    def forward(self, directions: torch.Tensor) -> torch.Tensor:
+        return spherical_harmonics(torch.nn.functional.normalize(directions, dim=-1), self.degree)

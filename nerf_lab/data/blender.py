@@ -225,8 +225,9 @@ def _load_frame(
 
     Returns:
         ``{"size": (H, W), "rgb": (h, w, 3), "alpha": (h, w, 1), "has_alpha": bool}``
-        (float32 at the reduced size; ``rgb``/``alpha`` are ``None`` when ``downscale`` does not divide the size,
-        reported once for the whole scene later), or ``None`` when unreadable.
+        (float32 at the reduced size; ``rgb``/``alpha`` are ``None`` when ``downscale`` does
+        not divide the size, reported once for the whole scene later), or ``None`` when
+        unreadable.
     """
     read = _read_rgba(path, where, problems)
     if read is None:
