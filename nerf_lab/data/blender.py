@@ -149,9 +149,7 @@ def resolve_inside(
     return None, f"image {root / relative}(.png) does not exist"
 
 
-def _read_rgba(
-    path: Path, where: str, problems: list[str]
-) -> tuple[np.ndarray, bool] | None:
+def _read_rgba(path: Path, where: str, problems: list[str]) -> tuple[np.ndarray, bool] | None:
     """An RGB(A) image as ``(H, W, 4)`` uint8 (alpha 255 for RGB images) and whether the
     file has an alpha channel, or ``None`` with the reason in ``problems``.
 
