@@ -202,16 +202,24 @@ def build_scene(cfg: DictConfig) -> Any:
 
 
 def check_scene(components: Components, scene: Any) -> None:
-    """Relations between the data and the other groups (before any training)."""
+    """Relations between the data and the other groups (before any training): silhouette
+    terms on a scene without masks are left out (``required=false``, logged) or refused."""
     problems = []
     if scene.silhouettes is None:
-        for name, term in components.loss_terms.items():
-            if isinstance(term, SilhouetteLoss):
+        for name, term in list(components.loss_terms.items()):
+            if not isinstance(term, SilhouetteLoss):
+                continue
+            if term.required:
                 problems.append(
-                    f"loss.terms.{name}: a silhouette term, but scene {scene.name!r} has no "
-                    "silhouettes (masks): remove it (e.g. loss=color_only or "
-                    f"~loss.terms.{name})"
+                    f"loss.terms.{name}: a required silhouette term, but scene {scene.name!r} "
+                    f"has no silhouettes (masks): remove it (~loss.terms.{name}) or set "
+                    f"loss.terms.{name}.required=false"
                 )
+            else:
+                del components.loss_terms[name]
+                log.info("Scene %r has no masks: loss term %r left out.", scene.name, name)
+    if not components.loss_terms:
+        problems.append("loss.terms: no term is left for this scene (it has no masks)")
     if problems:
         raise ConfigValueError(problems)
 

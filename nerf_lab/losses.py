@@ -131,9 +131,28 @@ class ColorLoss(PenaltyTerm):
 
 
 class SilhouetteLoss(PenaltyTerm):
-    """Penalty between the ray opacity and the target silhouette (``targets["silhouette"]``)."""
+    """Penalty between the ray opacity and the target silhouette (``targets["silhouette"]``).
+
+    Args:
+        required: whether a scene without silhouettes (masks) is an error (``True``) or
+            the term is left out for it (``False``, decided when the run is built).
+        kind, weight, scaling, passes: see :class:`PenaltyTerm`.
+    """
 
     target_key = "silhouette"
+
+    def __init__(
+        self,
+        kind: str = "huber",
+        weight: float = 1.0,
+        scaling: float = 0.1,
+        passes: str = "all",
+        required: bool = True,
+    ) -> None:
+        super().__init__(kind, weight, scaling, passes)
+        if not isinstance(required, bool):
+            raise ValueError(f"required must be true or false; got {required!r}.")
+        self.required = required
 
     def rendered(self, output: RenderOutput) -> torch.Tensor:
         return output.opacity
