@@ -28,6 +28,7 @@ from nerf_lab.config import TrainerConf, check_config, check_writable, register_
 from nerf_lab.perf import tune_malloc
 from nerf_lab.plugins import missing_plugin_message
 from nerf_lab.raysamplers import ndc_extent
+from nerf_lab.runtime import job_status, set_job_threads
 from nerf_lab.trainer import Trainer, TrainingInterrupted, write_json_atomic
 
 log = logging.getLogger("nerf_lab")
@@ -185,7 +186,9 @@ def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
-        return run(cfg, run_dir, list(hc.overrides.task))
+        with job_status(run_dir):  # metrics.json: running, then completed/failed/interrupted
+            set_job_threads(hc.launcher)  # parallel jobs share the cores
+            return run(cfg, run_dir, list(hc.overrides.task))
     except TrainingInterrupted as e:
         sys.exit(128 + int(e.signum) if e.signum != signal.SIGINT else 130)
     except (ValueError, OSError) as e:
