@@ -115,8 +115,8 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 ReturnToService=2
-# Requeued jobs start again at once; a killed job gets SIGKILL 10 s after SIGTERM.
-KillWait=10
+# A killed (cancelled, requeued, pre-empted) job gets SIGKILL 5 s after SIGTERM.
+KillWait=5
 MinJobAge=600
 SlurmdTimeout=60
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus $topology RealMemory=$mem State=UNKNOWN
@@ -132,7 +132,7 @@ start_munge() {
     fi
     munged --force --key-file="$DIR/munge/munge.key" --socket="$MUNGE_SOCKET" \
         --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" \
-        --seed-file="$DIR/munge/munged.seed" ||
+        --seed-file="$DIR/munge/munged.seed" 9>&- ||
         die 5 "munged did not start; see $DIR/log/munged.log"
 }
 
@@ -165,14 +165,14 @@ up() {
     if pid_alive "$DIR/run/slurmctld.pid" && pid_alive "$DIR/run/slurmd.pid" && [[ -s $CONF ]]; then
         say "already running"
     else
-        [[ -s $CONF ]] || write_conf
+        write_conf # afresh: the daemons read it when they start
         if [[ ! -e $ETC_CONF && ! -L $ETC_CONF ]]; then
             mkdir -p "$(dirname "$ETC_CONF")" && ln -s "$CONF" "$ETC_CONF"
         fi
         start_munge
-        pid_alive "$DIR/run/slurmctld.pid" || slurmctld -f "$CONF" ||
+        pid_alive "$DIR/run/slurmctld.pid" || slurmctld -f "$CONF" 9>&- ||
             die 5 "slurmctld did not start; see $DIR/log/slurmctld.log"
-        pid_alive "$DIR/run/slurmd.pid" || slurmd -f "$CONF" -N "$NODE" ||
+        pid_alive "$DIR/run/slurmd.pid" || slurmd -f "$CONF" -N "$NODE" 9>&- ||
             die 5 "slurmd did not start; see $DIR/log/slurmd.log"
     fi
     wait_idle
@@ -244,9 +244,24 @@ status() {
     return $ok
 }
 
+# One `up` or `down` at a time (e.g. two test workers starting the cluster at once).
+lock() {
+    mkdir -p "$(dirname "$DIR")"
+    exec 9>"$DIR.lock" # (the daemons are started with it closed, so they do not hold it)
+    flock -w "$TIMEOUT" 9 || die 5 "another local_slurm.sh holds $DIR.lock"
+}
+
 case ${1:-} in
-up) up ;;
-down) down ;;
+up)
+    need_root up
+    lock
+    up
+    ;;
+down)
+    need_root down
+    lock
+    down
+    ;;
 status) status ;;
 *)
     echo "usage: $0 up|down|status" >&2

@@ -60,7 +60,9 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out
-    assert "trainer.resume=true" in out and not (run_dir / "metrics.json").exists()
+    assert "trainer.resume=true" in out
+    stopped = json.loads((run_dir / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and "TrainingInterrupted" in stopped["error"]
     state, _ = load_latest(run_dir / "checkpoints")
     assert 0 < state["step"] < 40
 
