@@ -1,3 +1,4 @@
 import sys
 from nerf_lab.summarize import main
+
 sys.exit(main())

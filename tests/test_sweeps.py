@@ -168,7 +168,9 @@ def test_summary_reads_status_only_from_metrics_json(tmp_path):
     for name, record in records.items():
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / ".hydra" / "overrides.yaml").write_text(f"- a={name[-1]}\n")
-        (tmp_path / name / "train.log").write_text("Traceback\nValueError: Stopped after iteration\n")
+        (tmp_path / name / "train.log").write_text(
+            "Traceback\nValueError: Stopped after iteration\n"
+        )
         if record is not None:
             (tmp_path / name / "metrics.json").write_text(json.dumps(record))
     out = summarize(tmp_path, "--no-plot")
