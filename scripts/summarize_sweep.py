@@ -1,4 +1,3 @@
-import sys
 from nerf_lab.summarize import main
 
-sys.exit(main())
+raise SystemExit(main())

@@ -95,9 +95,13 @@ def test_resume_on_the_gpu_is_exact(tmp_path):
     assert resumed["eval/psnr"] == pytest.approx(full["eval/psnr"], abs=1e-3)
 
 
-@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
 def test_autocast_runs_the_mlp_in_low_precision_with_fp32_weights(tmp_path, precision, dtype):
-    trainer = build_trainer(compose_cfg(CUDA_TINY + QUIET + [f"trainer.precision={precision}"]), tmp_path)
+    trainer = build_trainer(
+        compose_cfg(CUDA_TINY + QUIET + [f"trainer.precision={precision}"]), tmp_path
+    )
     seen: list[torch.dtype] = []
     linear = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear))
     handle = linear.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
