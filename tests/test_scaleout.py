@@ -395,3 +395,45 @@ def test_parallel_joblib_jobs_share_the_cores(tmp_path):
         (event,) = job.glob("events.out.tfevents.*")
         pids.add(event.name.split(".")[-2])
     assert len(pids) == 2
+
+
+# ----------------------------------------------------------------------------- local_slurm.sh
+
+
+def local_slurm(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()):
+    return subprocess.run(
+        [*(prefix or ("bash",)), str(LOCAL_SLURM), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_local_slurm_usage():
+    proc = local_slurm("sideways")
+    assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root")
+def test_local_slurm_refuses_to_run_without_root(tmp_path):
+    env = {**os.environ, "NERF_LAB_SLURM_DIR": str(tmp_path / "slurm")}
+    nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash")
+    proc = local_slurm("up", env=env, prefix=nobody)
+    assert proc.returncode == 3 and "must run as root" in proc.stderr
+    assert not (tmp_path / "slurm").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_local_slurm_says_when_it_cannot_install(tmp_path):
+    """No SLURM on the PATH and no apt-get: a clear error, nothing started."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "id", "hostname", "mkdir", "dirname", "flock", "chmod", "cat", "rm"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    env = {"PATH": str(bin_dir), "NERF_LAB_SLURM_DIR": str(tmp_path / "slurm")}
+    proc = local_slurm("up", env=env, prefix=(str(bin_dir / "bash"),))
+    assert proc.returncode == 4, proc.stderr
+    assert "no apt-get to install them" in proc.stderr and "slurmctld" in proc.stderr
