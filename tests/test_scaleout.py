@@ -319,6 +319,8 @@ def optuna_sweep(sweep_dir: Path, storage: str, n_trials: int) -> subprocess.Com
 
 @pytest.mark.optuna
 @pytest.mark.slow
+# SQLAlchemy 1.4 warns about Optuna 2.10's models (harmless; the extra pins sqlalchemy<2)
+@pytest.mark.filterwarnings("ignore:Deprecated API features detected")
 def test_optuna_study_in_sqlite_returns_heldout_psnr_and_resumes(tmp_path):
     if not plugin_installed("hydra_optuna_sweeper"):
         pytest.skip("hydra-optuna-sweeper is not installed: pip install -e '.[optuna]'")
