@@ -24,6 +24,7 @@ from nerf_lab.build import build_trainer
 from nerf_lab.checkpoint import write_json_atomic
 from nerf_lab.config import CONF_DIR, register_configs
 from nerf_lab.plugins import missing_plugin_message
+from nerf_lab.runtime import job_status, set_job_threads
 from nerf_lab.signals import TrainingInterrupted
 
 log = logging.getLogger("nerf_lab")
@@ -58,7 +59,9 @@ def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
-        return run(cfg, run_dir, list(hc.overrides.task))
+        with job_status(run_dir):  # metrics.json: running, then completed/failed/interrupted
+            set_job_threads(hc.launcher)  # parallel jobs share the cores
+            return run(cfg, run_dir, list(hc.overrides.task))
     except TrainingInterrupted as e:
         sys.exit(128 + int(e.signum) if e.signum != signal.SIGINT else 130)
     except (ValueError, OSError) as e:

@@ -140,9 +140,11 @@ class Trainer:
             self.renderer.resampler.load_state_dict(state["resampler"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
+        torch.set_rng_state(state["rng_cpu"].cpu())  # (loaded with map_location=device)
         if "rng_cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+            saved = [s.cpu() for s in state["rng_cuda"]][: torch.cuda.device_count()]
+            for i, s in enumerate(saved):
+                torch.cuda.set_rng_state(s, i)
         self.step = int(state["step"])
         self.train_seconds = float(state["train_seconds"])
         self.nonfinite_steps = int(state.get("nonfinite_steps", 0))

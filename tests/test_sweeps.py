@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import itertools
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -154,29 +155,61 @@ def test_a_failed_job_does_not_stop_the_sweep_and_is_summarised(tmp_path):
     assert "1 completed, 1 failed of 2 jobs" in out.stdout
 
 
-def test_summary_reads_jobs_without_metrics_from_their_log(tmp_path):
-    """Crashed before metrics.json, interrupted, and still running (or never started)."""
-    logs = {
-        "0_a=1": "[2025-01-01 00:00:00,000][HYDRA] x\nTraceback (most recent call last):\n"
-        '  File "x.py", line 1\nMemoryError: out of memory\n',
-        "1_a=2": "[2025-01-01 00:00:00,000][nerf_lab][WARNING] - Stopped after iteration 7. "
-        "Resume with: ...\n",
-        "2_a=3": "[2025-01-01 00:00:00,000][nerf_lab][INFO] - iter 1/300 loss=0.3\n",
+def test_summary_reads_status_only_from_metrics_json(tmp_path):
+    """Every status comes from metrics.json; log text is never read (here it says otherwise)."""
+    records = {
+        "0_a=1": {"status": "failed", "error": "MemoryError: out of memory"},
+        "1_a=2": {"status": "interrupted", "error": "TrainingInterrupted: SIGTERM"},
+        # a running job whose process is gone: this test's own, finished, child process
+        "2_a=3": {"status": "running", "host": socket.gethostname(), "pid": dead_pid()},
+        "3_a=4": None,  # no metrics.json yet
+        "4_a=5": {"status": "completed", "eval/psnr": 21.5, "iterations": 3},
     }
-    for name, text in logs.items():
+    for name, record in records.items():
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / ".hydra" / "overrides.yaml").write_text(f"- a={name[-1]}\n")
-        (tmp_path / name / "train.log").write_text(text)
+        (tmp_path / name / "train.log").write_text(
+            "Traceback\nValueError: Stopped after iteration\n"
+        )
+        if record is not None:
+            (tmp_path / name / "metrics.json").write_text(json.dumps(record))
     out = summarize(tmp_path, "--no-plot")
     assert out.returncode == 0, out.stderr
     rows = table_rows(out.stdout)
     assert [r[:3] for r in rows] == [
         ["0", "1", "failed"],
         ["1", "2", "interrupted"],
-        ["2", "3", "running-or-missing"],
+        ["2", "3", "running"],
+        ["3", "4", "missing"],
+        ["4", "5", "completed"],
     ]
     assert rows[0][-1] == "MemoryError: out of memory"
+    assert "that process is gone" in rows[2][-1]
+    assert float(rows[4][3]) == 21.5
+    assert "1 completed, 1 failed, 1 interrupted, 1 running, 1 missing of 5 jobs" in out.stdout
     assert (tmp_path / "summary.csv").exists() and not (tmp_path / "summary.png").exists()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **TEXT)
+    return int(proc.stdout)
+
+
+TEXT = {"capture_output": True, "text": True, "check": True}
+
+
+def test_summary_console_script_and_wrapper_agree(tmp_path):
+    job = tmp_path / "0_a=1"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- a=1\n")
+    (job / "metrics.json").write_text(json.dumps({"status": "completed", "eval/psnr": 20.0}))
+    script = Path(sys.executable).parent / "nerf-lab-summarize"
+    if not script.exists():
+        pytest.skip("nerf-lab-summarize is not installed (pip install -e .)")
+    a = subprocess.run([str(script), str(tmp_path), "--no-plot"], **TEXT)
+    b = summarize(tmp_path, "--no-plot")
+    assert a.stdout == b.stdout and "| 0 | completed | 20.00 |" in a.stdout
 
 
 def test_summary_of_a_directory_without_jobs_fails_clearly(tmp_path):
