@@ -254,6 +254,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = 
     scene = build_scene(cfg)
     check_scene(components, scene)
     train_raysampler, grid = build_raysamplers(cfg, scene, scene.image_size)
+    if isinstance(train_raysampler, torch.nn.Module):
+        train_raysampler.to(components.device)  # (its buffers, e.g. a pixel grid)
     components.renderer.raymarcher = build(
         cfg.raymarcher, "raymarcher", background_color=scene_background(cfg, scene)
     )
