@@ -5,6 +5,17 @@ cross-group relations, the trainer's settings), then the cheap components (field
 resampler, loss terms, raymarcher, optimiser, scheduler, raysamplers), and only then the
 data, so a bad value fails in seconds. The raysamplers are built once more after the
 data when their depth range is ``auto`` (the scene's near/far).
+
+Before anything is built, :func:`prepare_run` decides whose run directory it is and what a
+resume continues from (``nerf_lab.checkpoint``: run ids, ``resolve_resume``), checks the
+checkpoint's targets against the allow-list (``nerf_lab.safety``) and its settings against
+the composed ones (``nerf_lab.resume_diff``). Before the data, :func:`check_limits` checks
+the data's ranges, the render sizes and the memory of a step and of a render
+(``nerf_lab.limits``).
+
+A fresh run's targets are not allow-list checked: its config is composed from the user's
+own files and command line, which are as trusted as the user's Python. What comes from a
+run directory (a checkpoint's config, for a resume, eval or render) is data and is checked.
 """
 
 from __future__ import annotations
@@ -22,6 +33,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from nerf_lab import hooks
 from nerf_lab.cameras import cameras_to_state
+from nerf_lab.checkpoint import (
+    RunDirOwnedError,
+    atomic_write_bytes,
+    check_directory_owner,
+    new_run_id,
+    read_run_json,
+    resolve_resume,
+    write_run_json,
+)
 from nerf_lab.config import (
     ConfigValueError,
     TrainerConf,
@@ -30,10 +50,21 @@ from nerf_lab.config import (
     trainer_settings,
 )
 from nerf_lab.device import resolve_device
+from nerf_lab.limits import (
+    check_memory,
+    data_range_problems,
+    estimate_memory,
+    known_image_hw,
+    render_size_problems,
+    scene_bytes_from_config,
+)
 from nerf_lab.losses import SilhouetteLoss
 from nerf_lab.perf import tune_malloc
 from nerf_lab.raysamplers import RayBundle, ndc_extent
 from nerf_lab.renderer import Renderer
+from nerf_lab.resume_diff import derived_keys, resume_changes
+from nerf_lab.rundir import absolute_paths
+from nerf_lab.safety import check_targets
 
 log = logging.getLogger("nerf_lab")
 
@@ -239,13 +270,194 @@ def render_setup(cfg: DictConfig, scene: Any) -> dict[str, Any]:
     }
 
 
+@dataclass
+class RunStart:
+    """What :func:`prepare_run` decided before anything is built.
+
+    Attributes:
+        run_id: the run's id (this run's new one, or the resumed run's).
+        resume: ``(state, path)`` of the checkpoint a resume continues from, or ``None``.
+        changes: ``(key, checkpoint's value, new value)`` that a resume applies.
+        config: the composed config as plain containers, resolved, data paths absolute
+            (what every checkpoint saves).
+        overwrite: another run's checkpoints are to be removed (``trainer.overwrite=true``)
+            once every check has passed (:func:`take_over`).
+    """
+
+    run_id: str
+    resume: tuple[dict[str, Any], Path] | None
+    changes: list[tuple[str, Any, Any]]
+    config: dict[str, Any]
+    overwrite: bool = False
+
+
+def allow_patterns(cfg: DictConfig) -> list[str]:
+    """The user's ``allow_targets`` (top-level key; a list of fnmatch patterns)."""
+    value = cfg.get("allow_targets")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def prepare_run(cfg: DictConfig, run_dir: Path) -> RunStart:
+    """Decide whose ``run_dir`` it is and what a resume continues from; nothing is built.
+
+    * a fresh run refuses a directory holding another run's checkpoints unless
+      ``trainer.overwrite=true`` (:func:`~nerf_lab.checkpoint.check_directory_owner`);
+    * ``trainer.resume=true`` continues from the newest usable checkpoint; checkpoints that
+      exist but cannot be read are an error, not a silent restart
+      (:func:`~nerf_lab.checkpoint.resolve_resume`);
+    * the checkpoint's config is data: its ``_target_`` s must be allow-listed
+      (``nerf_lab.*``, ``torch.optim`` classes, the user's ``allow_targets``) before any is
+      imported or called;
+    * the composed settings are compared with the checkpoint's
+      (:func:`~nerf_lab.resume_diff.resume_changes`).
+
+    Raises:
+        ValueError: (``RunDirOwnedError``, ``CheckpointError``, ``DisallowedTargetError``,
+            ``ResumeConfigError``) naming what is wrong and what to do.
+    """
+    settings = trainer_settings(cfg.trainer)
+    config = absolute_paths(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    overwrite = False
+    try:
+        run_id = check_directory_owner(run_dir, new_run_id(), settings.resume)
+    except RunDirOwnedError:
+        if not settings.overwrite:
+            raise
+        run_id, overwrite = new_run_id(), True  # removed by take_over, after the checks
+    found, changes = None, []
+    if settings.resume:
+        found = resolve_resume(run_dir / "checkpoints", run_id)
+        if found is None:
+            log.warning(
+                "trainer.resume=true: no checkpoint in %s yet; starting from iteration 0.",
+                run_dir / "checkpoints",
+            )
+        else:
+            state, path = found
+            saved = state.get("config") or {}
+            check_targets(saved, allow_patterns(cfg))
+            step = int(state["step"])
+            derived = derived_keys(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
+            changes = resume_changes(saved, config, step, str(path), derived)
+            for key, old, new in changes:
+                log.info("Resume changes %s: %r -> %r", key, old, new)
+            if step == settings.n_iter:
+                log.warning(
+                    "The checkpoint %s is already at trainer.n_iter=%d: nothing to train; "
+                    "evaluating and rendering again.", path, step,
+                )  # fmt: skip
+    return RunStart(run_id, found, changes, config, overwrite)
+
+
+def take_over(run_dir: Path, start: RunStart) -> None:
+    """``trainer.overwrite=true``: remove the other run's checkpoints (and metrics)."""
+    if start.overwrite:
+        check_directory_owner(run_dir, start.run_id, resume=False, overwrite=True)
+
+
+def record_start(run_dir: Path, start: RunStart, overrides: list[str]) -> None:
+    """Write what a run started with: ``run.json`` (id, host, PID, the first start's
+    overrides), ``config_resolved.yaml`` (the first start's config: Hydra rewrites
+    ``.hydra/`` at every start) and, for a resume, ``.hydra/overrides_resume_<n>.yaml``
+    (this start's overrides and the changes it applied)."""
+    old = read_run_json(run_dir) or {}
+    first = old.get("overrides") if old.get("run_id") == start.run_id else None
+    write_run_json(run_dir, start.run_id, overrides=first if first is not None else overrides)
+    resolved = run_dir / "config_resolved.yaml"
+    if start.resume is not None:
+        saved = start.resume[0].get("config") or {}
+        if not resolved.exists():
+            _write_yaml(resolved, saved)
+        hydra_dir = run_dir / ".hydra"
+        n = 1
+        while (hydra_dir / f"overrides_resume_{n}.yaml").exists():
+            n += 1
+        _write_yaml(
+            hydra_dir / f"overrides_resume_{n}.yaml",
+            {
+                "overrides": list(overrides),
+                "checkpoint": str(start.resume[1]),
+                "step": int(start.resume[0]["step"]),
+                "changes": {k: {"from": a, "to": b} for k, a, b in start.changes},
+            },
+        )
+    elif not resolved.exists() or old.get("run_id") != start.run_id:
+        _write_yaml(resolved, start.config)
+
+
+def _write_yaml(path: Path, data: Any) -> None:
+    text = OmegaConf.to_yaml(OmegaConf.create(data))
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def _n_pts_per_ray(cfg: DictConfig) -> int | None:
+    n = OmegaConf.select(cfg, "raysampler.train.n_pts_per_ray", default=None)
+    extra = OmegaConf.select(cfg, "raysampler.resampler.n_pts_per_ray", default=None)
+    if not isinstance(n, int):
+        return None
+    return n + (extra if isinstance(extra, int) else 0)
+
+
+def check_limits(
+    cfg: DictConfig,
+    components: Components,
+    image_hw: tuple[int, int] | None = None,
+    available: int | None = None,
+) -> None:
+    """The data's ranges, render sizes and memory, from the config (before the data when
+    ``image_hw`` is ``None``: the image size is then taken from ``data.image_size`` where
+    the data option has one).
+
+    Raises:
+        ConfigValueError: for ranges and render sizes (every problem listed).
+        ValueError: when a training step or a render would not fit in memory (both numbers).
+    """
+    s = components.settings
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    assert isinstance(data, dict)
+    hw = image_hw if image_hw is not None else known_image_hw(data)
+    problems = data_range_problems(data, s.batch_size) if image_hw is None else []
+    problems += render_size_problems(hw, s)
+    if problems:
+        raise ConfigValueError(problems)
+    n_pts = _n_pts_per_ray(cfg)
+    per_image = OmegaConf.select(cfg, "raysampler.train.n_rays_per_image", default=None)
+    if n_pts is None or not isinstance(per_image, int):
+        return  # a raysampler without these keys: nothing to estimate from
+    n_rays = s.batch_size * per_image
+    field = components.renderer.field
+    n_eval = data.get("n_test_views") if isinstance(data.get("n_test_views"), int) else 1
+    train, render = estimate_memory(
+        field_class=type(field).__name__,
+        model=OmegaConf.to_container(cfg.model, resolve=True),  # type: ignore[arg-type]
+        n_rays=n_rays,
+        n_pts_per_ray=n_pts,
+        param_count=sum(p.numel() for p in components.renderer.parameters()),
+        settings=s,
+        image_hw=hw,
+        n_eval_views=max(1, n_eval),
+        scene_bytes=scene_bytes_from_config(data),
+        optimizer_slots=1 if type(components.optimizer).__name__ == "SGD" else 2,
+    )
+    check_memory(train, render, n_rays, n_pts, components.device.type, available)
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> Any:
-    """Check ``cfg``, build every component (cheap ones first, data last) and the trainer."""
+    """Check ``cfg``, decide the run's start (:func:`prepare_run`), build every component
+    (cheap ones first, limits checked, data last) and the trainer; record the start."""
     from nerf_lab.hparams import flat_hparams
     from nerf_lab.trainer import Trainer
 
+    run_dir = Path(run_dir)
     check_writable(run_dir)
+    start = prepare_run(cfg, run_dir)
     components = build_components(cfg)
+    check_limits(cfg, components)
+    take_over(run_dir, start)
     s = components.settings
     if s.num_threads:
         torch.set_num_threads(s.num_threads)
@@ -253,14 +465,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = 
         tune_malloc()
     scene = build_scene(cfg)
     check_scene(components, scene)
+    check_limits(cfg, components, tuple(scene.image_size))
     train_raysampler, grid = build_raysamplers(cfg, scene, scene.image_size)
     if isinstance(train_raysampler, torch.nn.Module):
         train_raysampler.to(components.device)  # (its buffers, e.g. a pixel grid)
     components.renderer.raymarcher = build(
         cfg.raymarcher, "raymarcher", background_color=scene_background(cfg, scene)
     )
-    config = OmegaConf.to_container(cfg, resolve=True)
-    return Trainer(
+    trainer = Trainer(
         scene=scene,
         renderer=components.renderer,
         loss_terms=components.loss_terms,
@@ -270,7 +482,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = 
         scheduler=components.scheduler,
         settings=s,
         run_dir=run_dir,
-        config=config,
+        config=start.config,
         hparams=flat_hparams(cfg, overrides or []),
         extra_state={"render_setup": render_setup(cfg, scene)},
+        run_id=start.run_id,
+        resume_from=start.resume,
     )
+    record_start(run_dir, start, list(overrides or []))
+    return trainer

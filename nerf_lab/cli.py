@@ -1,5 +1,9 @@
 """The small command-line front of ``nerf_lab.eval`` and ``nerf_lab.render`` (and
-``nerf_lab.export``): ``key=value`` arguments, ``--help``, one-line errors, exit codes."""
+``nerf_lab.export``): ``key=value`` arguments, ``--help``, one-line errors, exit codes.
+
+Every command also takes ``allow_targets=[my_pkg.*]``: ``_target_`` patterns that the run
+directory's config may instantiate besides nerf_lab's own components and ``torch.optim``
+classes (a run directory is data; anything else is refused before it is imported)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,27 @@ from collections.abc import Callable
 from typing import Any
 
 from omegaconf import OmegaConf
+
+#: The argument every command takes: extra ``_target_`` patterns (see the module docstring).
+ALLOW_KEY = "allow_targets"
+
+
+def allow_patterns(value: Any) -> list[str]:
+    """``allow_targets=...`` as a list of patterns (one string or a list of strings).
+
+    Raises:
+        ValueError: for anything else (naming the argument and the value).
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(
+            f"allow_targets={value!r}: must be a pattern or a list of patterns, e.g. "
+            "allow_targets=[my_pkg.*]"
+        )
+    return list(value)
 
 
 def parse_args(argv: list[str], allowed: set[str], doc: str) -> dict[str, Any]:
@@ -25,6 +50,7 @@ def parse_args(argv: list[str], allowed: set[str], doc: str) -> dict[str, Any]:
               file=sys.stderr)  # fmt: skip
         raise SystemExit(2)
     args = OmegaConf.to_container(OmegaConf.from_dotlist(argv))
+    allowed = set(allowed) | {ALLOW_KEY}
     unknown = sorted(set(args) - allowed)
     if unknown:
         print(f"Unknown argument(s) {unknown}. Allowed keys: {sorted(allowed)}", file=sys.stderr)
@@ -48,9 +74,13 @@ def run_command(
         0 on success; 1 after printing a one-line error for a ``ValueError``/``OSError``.
     """
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    from nerf_lab.runs import allowed_targets
+
     args = parse_args(sys.argv[1:] if argv is None else argv, allowed, doc)
     try:
-        result = work(args)
+        patterns = allow_patterns(args.pop(ALLOW_KEY, None))
+        with allowed_targets(patterns):
+            result = work(args)
     except (ValueError, OSError) as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -50,6 +50,7 @@ class TrainerConf:
     device: str = "auto"
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
     precision: str = "fp32"
     log_every: int = 10
     render_every: int = 100
@@ -124,8 +125,12 @@ def job_dirname(override_dirname: str, max_len: int = 120) -> str:
 
 
 def register_configs() -> None:
-    """Register nerf_lab's config resolvers (idempotent)."""
+    """Register nerf_lab's config resolvers (idempotent): ``nerf_lab.dirname`` and
+    ``nerf_lab.uid`` (one random id per process, for unique run directories)."""
+    from nerf_lab.rundir import register_resolvers
+
     OmegaConf.register_new_resolver("nerf_lab.dirname", job_dirname, replace=True)
+    register_resolvers()
 
 
 # --------------------------------------------------------------------------- checks

@@ -3,10 +3,19 @@
 Only what is needed is rebuilt: the field, the resampler, the raymarcher and the renderer
 from the run's own saved config, and the checkpoint's weights. No optimiser is built; the
 data are built only when asked (:meth:`LoadedRun.scene`, for evaluation).
+
+A run directory is data, not code: before anything is imported or called, every
+``_target_`` of the checkpoint's config must be allow-listed (``nerf_lab``'s components,
+``torch.optim`` classes, and the patterns the caller names: ``allow_targets=[my_pkg.*]`` on
+the command line of ``nerf_lab.eval`` / ``nerf_lab.render``). The run's own saved
+``allow_targets`` is never used (a run directory cannot allow itself).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +29,24 @@ from nerf_lab.checkpoint import load_checkpoint, load_latest
 from nerf_lab.config import check_config, trainer_settings
 from nerf_lab.device import resolve_device
 from nerf_lab.renderer import Renderer
+from nerf_lab.safety import check_targets
+
+#: The caller's allow-list for :func:`load_run` when it is not passed (set by the command
+#: line front, :func:`nerf_lab.cli.run_command`, from its ``allow_targets=`` argument).
+_ALLOW: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "nerf_lab_allow_targets", default=()
+)
+
+
+@contextlib.contextmanager
+def allowed_targets(patterns: Sequence[str]) -> Iterator[None]:
+    """Within ``with``, :func:`load_run` also allows ``patterns`` (fnmatch, e.g.
+    ``"my_pkg.*"``) unless it is given ``allow_targets`` itself."""
+    token = _ALLOW.set(tuple(patterns))
+    try:
+        yield
+    finally:
+        _ALLOW.reset(token)
 
 
 @dataclass
@@ -76,6 +103,7 @@ def load_run(
     checkpoint: str | Path | None = None,
     device: str | None = None,
     chunk_size: int | None = None,
+    allow_targets: Sequence[str] | None = None,
 ) -> LoadedRun:
     """Rebuild a run's renderer from its own saved config and a checkpoint.
 
@@ -84,6 +112,12 @@ def load_run(
         checkpoint: a checkpoint file; default: the latest readable one.
         device: ``auto``, ``cpu``, ``cuda``...; default: the run's own setting.
         chunk_size: rays per evaluation; default: the run's own setting.
+        allow_targets: extra ``_target_`` patterns the run's config may use (fnmatch);
+            default: those of :func:`allowed_targets` (none outside it).
+
+    Raises:
+        ValueError: no readable checkpoint; ``DisallowedTargetError`` naming each target
+            outside the allow-list (nothing was imported or called).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -100,6 +134,8 @@ def load_run(
         state, path = found
     if "render_setup" not in state:
         raise ValueError(f"{path}: a checkpoint without a render setup (an older format).")
+    allow = list(_ALLOW.get() if allow_targets is None else allow_targets)
+    check_targets(state["config"], allow)  # before check_config, which imports the targets
     cfg = OmegaConf.create(state["config"])
     check_config(cfg)
     settings = trainer_settings(cfg.trainer)

@@ -20,13 +20,20 @@ import torch
 
 from nerf_lab import hooks
 from nerf_lab.camera_paths import turntable_cameras
-from nerf_lab.checkpoint import load_latest, save_checkpoint, write_json_atomic
+from nerf_lab.checkpoint import (
+    checkpoint_run_id,
+    list_checkpoints,
+    resolve_resume,
+    save_checkpoint,
+    write_json_atomic,
+)
 from nerf_lab.config import TrainerConf
 from nerf_lab.evaluation import evaluate_views
 from nerf_lab.losses import LossTerm, combine_terms
 from nerf_lab.metrics import mse_to_psnr
 from nerf_lab.raysamplers import RayBundle
 from nerf_lab.renderer import Renderer, iter_ray_chunks
+from nerf_lab.runtime import job_info
 from nerf_lab.signals import StopSignals, TrainingInterrupted
 from nerf_lab.targets import ray_targets
 from nerf_lab.visualize import image_grid, preview_panel, write_turntable
@@ -38,6 +45,10 @@ GridSampler = Callable[[int, int], Callable[..., RayBundle]]
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite."""
+
+
+class NonFiniteParametersError(FloatingPointError):
+    """Parameters became NaN or infinite (every later step would be skipped)."""
 
 
 class Trainer:
@@ -56,6 +67,11 @@ class Trainer:
         config: the run's resolved config as a plain dict (saved in every checkpoint).
         hparams: flat dict of hyperparameters for TensorBoard's HParams dashboard.
         extra_state: plain values saved in every checkpoint (e.g. the render setup).
+        run_id: saved in every checkpoint; a resume skips checkpoints of other runs.
+        resume_from: ``(state, path)`` to continue from (already resolved and checked by
+            :func:`nerf_lab.build.prepare_run`); ``None`` with ``settings.resume``: the
+            newest usable checkpoint of ``run_dir/checkpoints`` (strict: checkpoints that
+            exist but cannot be read are an error).
     """
 
     def __init__(
@@ -73,6 +89,8 @@ class Trainer:
         config: dict[str, Any] | None = None,
         hparams: dict[str, Any] | None = None,
         extra_state: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        resume_from: tuple[dict[str, Any], Path] | None = None,
     ) -> None:
         self.s = settings
         self.run_dir = Path(run_dir)
@@ -102,6 +120,9 @@ class Trainer:
         self.train_seconds = 0.0
         self.nonfinite_steps = 0
         self._saved: tuple[int, Path] | None = None
+        self.run_id = run_id
+        self._resume_from = resume_from
+        self.started = False  # set when the training loop starts (failures after it: metrics)
         self.writer: Any = None
         self.signals = StopSignals()
 
@@ -153,23 +174,75 @@ class Trainer:
         """Save a checkpoint of the current step (once per step)."""
         if self._saved is not None and self._saved[0] == self.step:
             return self._saved[1]
-        path = save_checkpoint(self.ckpt_dir, self.state_dict(), self.step, self.s.keep_checkpoints)
+        path = save_checkpoint(
+            self.ckpt_dir, self.state_dict(), self.step, self.s.keep_checkpoints, self.run_id
+        )
         self._saved = (self.step, path)
         log.info("Saved checkpoint %s", path)
         return path
 
     def maybe_resume(self) -> None:
-        if not self.s.resume:
-            return
-        found = load_latest(self.ckpt_dir, map_location=self.device)
+        """Continue from ``resume_from`` or, with ``trainer.resume``, the newest usable
+        checkpoint (:func:`~nerf_lab.checkpoint.resolve_resume`: never a silent restart)."""
+        found, self._resume_from = self._resume_from, None
+        if found is None and self.s.resume:
+            found = resolve_resume(self.ckpt_dir, self.run_id, map_location=self.device)
+            if found is None:
+                log.warning(
+                    "trainer.resume=true but no checkpoint in %s: starting afresh.", self.ckpt_dir
+                )
         if found is None:
-            log.warning(
-                "trainer.resume=true but no checkpoint in %s: starting afresh.", self.ckpt_dir
-            )
             return
         state, path = found
         self.load_state_dict(state)
+        if self.run_id is None:
+            self.run_id = checkpoint_run_id(state)
+        self._saved = (self.step, path)
         log.info("Resumed from %s (iteration %d).", path, self.step)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint of this run that exists on disk (``None``: none yet)."""
+        if self._saved is not None and self._saved[1].exists():
+            return self._saved[1]
+        found = list_checkpoints(self.ckpt_dir)
+        return found[-1] if found else None
+
+    def _checkpoint_note(self) -> str:
+        path = self.latest_checkpoint()
+        if path is None:
+            return "There is no checkpoint of this run yet."
+        return f"The newest checkpoint is {path}."
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        """``metrics.json`` with the run's current state (``running``, ``failed``...)."""
+        ckpt = self.latest_checkpoint()
+        write_json_atomic(
+            self.run_dir / "metrics.json",
+            {
+                "status": status,
+                "step": self.step,
+                "n_iter": self.s.n_iter,
+                "checkpoint": None if ckpt is None else str(ckpt),
+                "run_id": self.run_id,
+                **job_info(),  # host, pid, SLURM job ids: which process this is
+                **extra,
+            },
+        )
+
+    def check_parameters_finite(self) -> None:
+        """Raise :class:`NonFiniteParametersError` if any parameter is NaN or infinite."""
+        bad = [
+            name
+            for name, p in self.renderer.named_parameters()
+            if not bool(torch.isfinite(p.detach()).all())
+        ]
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise NonFiniteParametersError(
+                f"Non-finite parameters after iteration {self.step} ({shown}): training cannot "
+                f"recover by skipping steps. {self._checkpoint_note()} Lower the learning "
+                "rate, or resume from an earlier checkpoint."
+            )
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -220,12 +293,14 @@ class Trainer:
             details = ", ".join(f"{k}={v!r}" for k, v in values.items())
             if not s.skip_nonfinite:
                 raise NonFiniteLossError(
-                    f"Non-finite loss at iteration {self.step}: {details}. Checkpoints so far "
-                    f"are in {self.ckpt_dir}; set trainer.skip_nonfinite=true to skip such steps."
+                    f"Non-finite loss at iteration {self.step}: {details}. "
+                    f"{self._checkpoint_note()} Set trainer.skip_nonfinite=true to skip such "
+                    "steps."
                 )
             self.nonfinite_steps += 1
             log.warning("Skipping iteration %d with a non-finite loss: %s", self.step, details)
             self.optimizer.zero_grad(set_to_none=True)
+            self.check_parameters_finite()
         else:
             self.optimizer.step()
         self.scheduler.step()
@@ -299,6 +374,8 @@ class Trainer:
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=self.step or None)
         log.info("TensorBoard: tensorboard --logdir %s", self.run_dir)
         write_hparams(self.writer, self.hparams)
+        self.started = True
+        self.write_status("running")
         show_bar = sys.stderr.isatty() if s.progress_bar is None else s.progress_bar
         window = [0.0, 0.0, 0]  # seconds, rays, steps since the last log line
         stats: dict[str, float] = {}
@@ -324,9 +401,11 @@ class Trainer:
                         self._guarded(lambda: log_eval(self, self.evaluate(s.eval_max_views)))
                     if s.checkpoint_every and step % s.checkpoint_every == 0:
                         self.save()
+                        self.write_status("running")
                     if self.signals.checkpoint_requested:
                         self.signals.checkpoint_requested = False
                         self.save()
+                        self.write_status("running")
                     if self.signals.stop_requested:
                         self._interrupt()
                 bar.close()
@@ -356,10 +435,7 @@ class Trainer:
             "python -m nerf_lab.train <same overrides> "
             f"hydra.run.dir={self.run_dir} trainer.resume=true"
         )
-        write_json_atomic(
-            self.run_dir / "metrics.json",
-            {"status": "interrupted", "step": self.step, "signal": signum, "resume": resume},
-        )
+        self.write_status("interrupted", signal=signum, resume=resume)
         log.warning("Stopped after iteration %d. Resume with:\n  %s", self.step, resume)
         self.signals.chain(signum)  # e.g. a cluster launcher's handler that requeues the job
         raise TrainingInterrupted(signum, self.step, path)
@@ -384,6 +460,8 @@ class Trainer:
                 else None,
                 "final_train_loss": stats.get("loss"),
                 "nonfinite_steps": self.nonfinite_steps,
+                "checkpoint": str(self.latest_checkpoint()),
+                "run_id": self.run_id,
                 "status": "completed",
             }
         )

@@ -259,9 +259,15 @@ def test_user_components_from_their_own_folder_train_together(tmp_path):
     assert cfg["scheduler"]["_target_"] == "torch.optim.lr_scheduler.LinearLR"
     assert "square_avg" in next(iter(state["optimizer"]["state"].values()))  # RMSprop's state
     assert state["scheduler"]["end_factor"] == 0.5
-    # eval rebuilds the user's field from the run directory
+    # eval rebuilds the user's field from the run directory, once the user allows it (a run
+    # directory is data: its targets outside nerf_lab and torch.optim are refused)
+    eval_cmd = [sys.executable, "-m", "nerf_lab.eval", f"run_dir={run_dir}"]
+    proc = subprocess.run(eval_cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 1 and "model._target_ = 'my_fields.TinyField'" in proc.stderr
+    assert not (run_dir / "eval.json").exists()
     proc = subprocess.run(
-        [sys.executable, "-m", "nerf_lab.eval", f"run_dir={run_dir}"],
+        [*eval_cmd, "allow_targets=[my_fields.*]"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
