@@ -42,27 +42,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from omegaconf import OmegaConf  # noqa: E402
+
 from nerf_lab.checkpoint import list_checkpoints, load_latest  # noqa: E402
 
-TINY = [
-    "data=procedural",
-    "data.image_size=24",
-    "data.num_views=8",
-    "data.n_test_views=2",
-    "model=small",
-    "model.n_hidden_neurons=16",
-    "model.n_harmonic_functions=4",
-    "raysampler.n_rays_per_image=64",
-    "raysampler.n_pts_per_ray=16",
-    "trainer.batch_size=2",
-    "trainer.device=cpu",
-    "trainer.progress_bar=false",
-    "trainer.turntable_frames=0",
-    "trainer.render_every=0",
-    "trainer.chunk_size=512",
-    "trainer.log_every=1",
-    "trainer.num_threads=1",
-]
+# The tiny training run (Hydra overrides), commented key by key in fault_injection.yaml.
+TINY = list(OmegaConf.load(Path(__file__).with_suffix(".yaml")).overrides)
 ITER_LINE = re.compile(r"iter (\d+)/(\d+)")
 RESUMED = re.compile(r"Resumed from .* \(iteration (\d+)\)")
 SCRATCH = "starting from scratch"

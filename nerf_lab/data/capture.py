@@ -37,15 +37,16 @@ otherwise the z-depths of the ROI box's corners (:func:`~nerf_lab.data.bounds.bo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from nerf_lab.cameras import PerspectiveCameras
+from nerf_lab.cameras import PerspectiveCameras, screen_intrinsics
 from nerf_lab.data.bounds import box_depth_range
 from nerf_lab.data.distortion import has_distortion, undistort_image
 from nerf_lab.data.scene import Scene, raise_if_problems
@@ -320,6 +321,30 @@ def depth_range_from_points(
     return max(min(nears), 1e-6 * far), far
 
 
+def project_view_points(
+    view_points: np.ndarray, intrinsics: Sequence[float], width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel coordinates of PyTorch3D view-space points (``u = cx - fx x / z``,
+    ``v = cy - fy y / z``; +X left, +Y up; the image's top-left corner at (0, 0)).
+
+    Args:
+        view_points: ``(n_points, 3)`` view-space points.
+        intrinsics: ``(fx, fy, cx, cy)`` in pixels.
+        width, height: the image size ``W``, ``H``.
+
+    Returns:
+        ``u``, ``v``: ``(n_points,)`` (points with ``z <= 0`` land on the principal point);
+        ``inside``: ``(n_points,)`` bool, ``z > 0`` and ``(u, v)`` in ``[0, W] x [0, H]``.
+    """
+    fx, fy, cx, cy = intrinsics
+    z = view_points[:, 2]
+    zs = np.where(z > 0, z, np.inf)
+    u = cx - fx * view_points[:, 0] / zs
+    v = cy - fy * view_points[:, 1] / zs
+    inside = (z > 0) & (u >= 0) & (u <= width) & (v >= 0) & (v <= height)
+    return u, v, inside
+
+
 # -- images ---------------------------------------------------------------------------------------
 
 
@@ -409,6 +434,46 @@ def check_options(
         raise ValueError(f"depth_margin must be a number in [0, 1); got {depth_margin!r}.")
 
 
+@dataclass(frozen=True)
+class CaptureOptions:
+    """The reading and normalisation options every capture loader shares.
+
+    Attributes:
+        downscale: integer image downscaling factor.
+        background: ``"black"``, ``"white"`` or RGB: the scene's background colour; images
+            with alpha are composited over it.
+        orient_up, recenter, rescale, roi_percentile, depth_percentile, depth_margin: see
+            the module docstring.
+        roi_from: ``"auto"`` (points when there are any), ``"points"`` (required) or
+            ``"cameras"``.
+
+    :func:`build_capture_scene` validates them (:func:`check_options`).
+    """
+
+    downscale: int = 1
+    background: str | Sequence[float] = "black"
+    orient_up: bool = True
+    recenter: bool = True
+    rescale: bool = True
+    roi_from: str = "auto"
+    roi_percentile: float = 1.0
+    depth_percentile: float = 1.0
+    depth_margin: float = 0.1
+
+    @classmethod
+    def pick(cls, arguments: Mapping[str, Any], **fixed: Any) -> CaptureOptions:
+        """The options among a loader's arguments.
+
+        Args:
+            arguments: the loader's ``locals()``, taken as its first statement (so that it
+                holds only the loader's parameters); keys that are not options are ignored,
+                options the loader does not take keep their defaults.
+            fixed: options the loader sets itself (e.g. LLFF's ``roi_from="points"``).
+        """
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in arguments.items() if k in names}, **fixed)
+
+
 def build_capture_scene(
     name: str,
     views: Sequence[CaptureView],
@@ -417,16 +482,8 @@ def build_capture_scene(
     what: str,
     points: np.ndarray | None = None,
     visible: Sequence[np.ndarray | None] | None = None,
-    downscale: int = 1,
     downscaled_path: Callable[[CaptureView, Path, int], Path | None] | None = None,
-    background: str | Sequence[float] = "black",
-    orient_up: bool = True,
-    recenter: bool = True,
-    rescale: bool = True,
-    roi_from: str = "auto",
-    roi_percentile: float = 1.0,
-    depth_percentile: float = 1.0,
-    depth_margin: float = 0.1,
+    options: CaptureOptions | None = None,
 ) -> Scene:
     """Read, undistort and downscale the images of ``views``, normalise, make the Scene.
 
@@ -439,21 +496,21 @@ def build_capture_scene(
         what: what is loaded (for the error message), e.g. ``"COLMAP capture DIR"``.
         points: ``(m, 3)`` sparse points in the capture frame, or None.
         visible: per view, the indices of the points it observed, or None.
-        downscale: integer factor.
         downscaled_path: ``f(view, image_path, downscale)`` -> a pre-downscaled copy of an
             image or mask if the capture has one (e.g. ``images_4/``), else None.
-        background: ``"black"``, ``"white"`` or RGB: the scene's background colour; images
-            with alpha are composited over it.
-        orient_up, recenter, rescale, roi_from, roi_percentile, depth_percentile,
-            depth_margin: see the module docstring; ``roi_from``: ``"auto"`` (points when
-            there are any), ``"points"`` (required) or ``"cameras"``.
+        options: downscaling, background, normalisation and depth range
+            (:class:`CaptureOptions`; default: its defaults).
 
     Returns:
         The scene: ``PerspectiveCameras(in_ndc=False)``, silhouettes from masks (None
         without), ``near`` / ``far`` and ``world_transform``.
     """
-    check_options(downscale, roi_from, roi_percentile, depth_percentile, depth_margin)
-    bg = parse_background(background)
+    options = options if options is not None else CaptureOptions()
+    downscale, roi_from = options.downscale, options.roi_from
+    check_options(
+        downscale, roi_from, options.roi_percentile, options.depth_percentile, options.depth_margin
+    )
+    bg = parse_background(options.background)
     has_points = points is not None and len(points) > 0
     if roi_from == "points" and not has_points and views:
         problems.append("roi_from='points' but the capture has no sparse points")
@@ -550,7 +607,14 @@ def build_capture_scene(
     half_fov = np.minimum(np.arctan(W / (2.0 * K[:, 0])), np.arctan(H / (2.0 * K[:, 1])))
     roi_points = points if (has_points and roi_from != "cameras") else None
     norm = normalization_transform(
-        R, T, half_fov, roi_points, orient_up, recenter, rescale, roi_percentile
+        R,
+        T,
+        half_fov,
+        roi_points,
+        options.orient_up,
+        options.recenter,
+        options.rescale,
+        options.roi_percentile,
     )
     M = norm.world_transform
     R2, T2 = apply_similarity_to_extrinsics(R, T, M)
@@ -562,13 +626,10 @@ def build_capture_scene(
         pts_norm = transform_points_np(M, points)
 
         def in_image(i: int, view_pts: np.ndarray) -> np.ndarray:
-            z = np.where(view_pts[:, 2] > 0, view_pts[:, 2], np.inf)
-            u = K[i, 2] - K[i, 0] * view_pts[:, 0] / z
-            v = K[i, 3] - K[i, 1] * view_pts[:, 1] / z
-            return (u >= 0) & (u <= W) & (v >= 0) & (v <= H)
+            return project_view_points(view_pts, K[i], W, H)[2]
 
         near, far = depth_range_from_points(
-            R2, T2, pts_norm, visible, in_image, depth_percentile, depth_margin
+            R2, T2, pts_norm, visible, in_image, options.depth_percentile, options.depth_margin
         )
     else:
         c, h = norm.roi_center, norm.roi_half_size
@@ -600,4 +661,46 @@ def build_capture_scene(
         near=float(near),
         far=float(far),
         world_transform=torch.from_numpy(M),
+    )
+
+
+# -- exporting ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportArrays:
+    """What the capture exporters write of a scene, as numpy arrays on the CPU.
+
+    Attributes:
+        height, width: the image size ``H``, ``W``.
+        R: ``(n, 3, 3)`` float64 PyTorch3D world-to-view rotations.
+        T: ``(n, 3)`` float64 translations.
+        focal: ``(n, 2)`` float64 ``fx, fy`` in pixels.
+        principal_point: ``(n, 2)`` float64 ``cx, cy`` in pixels (top-left corner at (0, 0)).
+        images: ``(n, H, W, 3)`` uint8.
+    """
+
+    height: int
+    width: int
+    R: np.ndarray
+    T: np.ndarray
+    focal: np.ndarray
+    principal_point: np.ndarray
+    images: np.ndarray
+
+
+def export_arrays(scene: Scene) -> ExportArrays:
+    """The cameras (screen-space intrinsics) and 8-bit images of ``scene`` (any camera type)."""
+    H, W = scene.image_size
+    cams = scene.cameras.clone().to("cpu")
+    focal, pp = screen_intrinsics(cams, (H, W))
+    images = (scene.images.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+    return ExportArrays(
+        height=H,
+        width=W,
+        R=cams.R.double().numpy(),
+        T=cams.T.double().numpy(),
+        focal=focal.double().numpy(),
+        principal_point=pp.double().numpy(),
+        images=images,
     )

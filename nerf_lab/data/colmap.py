@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -25,13 +25,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nerf_lab.cameras import screen_intrinsics
 from nerf_lab.data.capture import (
+    CaptureOptions,
     CaptureView,
     build_capture_scene,
+    export_arrays,
     holdout_splits,
     opencv_w2c_to_p3d,
     p3d_to_opencv_w2c,
+    project_view_points,
     rotation_problem,
 )
 from nerf_lab.data.distortion import distort_image, has_distortion
@@ -213,67 +215,73 @@ def _read(f: BinaryIO, fmt: str) -> tuple:
     return struct.unpack(fmt, data)
 
 
-def read_cameras_binary(path: Path, problems: list[str]) -> dict[int, ColmapCamera]:
-    cams = {}
+def _read_records(path: Path, problems: list[str], read_one: Callable[[BinaryIO], None]) -> None:
+    """Call ``read_one(f)`` for each of the records of a COLMAP binary file (a uint64 count,
+    then the records); a file that cannot be parsed is recorded in ``problems``."""
     try:
         with open(path, "rb") as f:
             (n,) = _read(f, "<Q")
             for _ in range(n):
-                cam_id, model_id, width, height = _read(f, "<iiQQ")
-                if model_id not in MODEL_BY_ID:
-                    raise ValueError(f"unknown camera model id {model_id}")
-                model, n_params = MODEL_BY_ID[model_id]
-                params = _read(f, f"<{n_params}d")
-                cams[cam_id] = ColmapCamera(cam_id, model, width, height, tuple(params))
-    except (OSError, EOFError, ValueError, struct.error) as e:
+                read_one(f)
+    except (OSError, EOFError, ValueError, struct.error) as e:  # incl. UnicodeDecodeError
         problems.append(f"{path}: cannot parse ({e})")
+
+
+def read_cameras_binary(path: Path, problems: list[str]) -> dict[int, ColmapCamera]:
+    cams = {}
+
+    def read_one(f: BinaryIO) -> None:
+        cam_id, model_id, width, height = _read(f, "<iiQQ")
+        if model_id not in MODEL_BY_ID:
+            raise ValueError(f"unknown camera model id {model_id}")
+        model, n_params = MODEL_BY_ID[model_id]
+        params = _read(f, f"<{n_params}d")
+        cams[cam_id] = ColmapCamera(cam_id, model, width, height, tuple(params))
+
+    _read_records(path, problems, read_one)
     return cams
 
 
 def read_images_binary(path: Path, problems: list[str]) -> dict[int, ColmapImage]:
     images = {}
-    try:
-        with open(path, "rb") as f:
-            (n,) = _read(f, "<Q")
-            for _ in range(n):
-                props = _read(f, "<idddddddi")
-                name = b""
-                while True:
-                    c = f.read(1)
-                    if c in (b"\x00", b""):
-                        break
-                    name += c
-                (n_pts,) = _read(f, "<Q")
-                data = _read(f, "<" + "ddq" * n_pts) if n_pts else ()
-                arr = np.array(data, dtype=np.float64).reshape(-1, 3)
-                images[props[0]] = ColmapImage(
-                    image_id=props[0],
-                    qvec=np.array(props[1:5]),
-                    tvec=np.array(props[5:8]),
-                    camera_id=props[8],
-                    name=name.decode("utf-8"),
-                    point3d_ids=np.array(data[2::3], dtype=np.int64),
-                    xys=arr[:, :2],
-                )
-    except (OSError, EOFError, ValueError, struct.error, UnicodeDecodeError) as e:
-        problems.append(f"{path}: cannot parse ({e})")
+
+    def read_one(f: BinaryIO) -> None:
+        props = _read(f, "<idddddddi")
+        name = b""
+        while True:
+            c = f.read(1)
+            if c in (b"\x00", b""):
+                break
+            name += c
+        (n_pts,) = _read(f, "<Q")
+        data = _read(f, "<" + "ddq" * n_pts) if n_pts else ()
+        arr = np.array(data, dtype=np.float64).reshape(-1, 3)
+        images[props[0]] = ColmapImage(
+            image_id=props[0],
+            qvec=np.array(props[1:5]),
+            tvec=np.array(props[5:8]),
+            camera_id=props[8],
+            name=name.decode("utf-8"),
+            point3d_ids=np.array(data[2::3], dtype=np.int64),
+            xys=arr[:, :2],
+        )
+
+    _read_records(path, problems, read_one)
     return images
 
 
 def read_points3d_binary(path: Path, problems: list[str]) -> ColmapPoints:
     ids, xyz, rgb = [], [], []
-    try:
-        with open(path, "rb") as f:
-            (n,) = _read(f, "<Q")
-            for _ in range(n):
-                props = _read(f, "<QdddBBBd")
-                (track_len,) = _read(f, "<Q")
-                f.read(8 * track_len)
-                ids.append(props[0])
-                xyz.append(props[1:4])
-                rgb.append(props[4:7])
-    except (OSError, EOFError, struct.error) as e:
-        problems.append(f"{path}: cannot parse ({e})")
+
+    def read_one(f: BinaryIO) -> None:
+        props = _read(f, "<QdddBBBd")
+        (track_len,) = _read(f, "<Q")
+        f.read(8 * track_len)
+        ids.append(props[0])
+        xyz.append(props[1:4])
+        rgb.append(props[4:7])
+
+    _read_records(path, problems, read_one)
     return ColmapPoints(
         np.array(ids, dtype=np.int64),
         np.array(xyz, dtype=np.float64).reshape(-1, 3),
@@ -355,11 +363,15 @@ def load_colmap(
             depth_margin: normalisation and depth range (:func:`build_capture_scene`).
         name: scene name (default: the folder name).
 
+    Also the Hydra builder ``data=colmap`` (``colmap_scene``): the YAML's keys are these
+    arguments.
+
     Raises:
         SceneValidationError: every problem at once (missing model files or images, unknown
             camera models, non-unit quaternions, image sizes disagreeing with the cameras,
             no points when ``roi_from='points'``, ...).
     """
+    options = CaptureOptions.pick(locals())
     root = Path(path).expanduser()
     what = f"COLMAP capture {root}"
     if not root.is_dir():
@@ -444,48 +456,13 @@ def load_colmap(
         what,
         points=None if points is None else points.xyz,
         visible=visible,
-        downscale=downscale,
         downscaled_path=downscaled,
-        background=background,
-        orient_up=orient_up,
-        recenter=recenter,
-        rescale=rescale,
-        roi_from=roi_from,
-        roi_percentile=roi_percentile,
-        depth_percentile=depth_percentile,
-        depth_margin=depth_margin,
+        options=options,
     )
 
 
-def colmap_scene(
-    path: str | Path,
-    images_dir: str = "images",
-    downscale: int = 1,
-    holdout_every: int = 8,
-    background: str | Sequence[float] = "black",
-    orient_up: bool = True,
-    recenter: bool = True,
-    rescale: bool = True,
-    roi_from: str = "auto",
-    roi_percentile: float = 1.0,
-    depth_percentile: float = 1.0,
-    depth_margin: float = 0.1,
-) -> Scene:
-    """Hydra builder (``data=colmap``); see :func:`load_colmap`."""
-    return load_colmap(
-        path,
-        images_dir=images_dir,
-        downscale=downscale,
-        holdout_every=holdout_every,
-        background=background if isinstance(background, str) else tuple(background),
-        orient_up=orient_up,
-        recenter=recenter,
-        rescale=rescale,
-        roi_from=roi_from,
-        roi_percentile=roi_percentile,
-        depth_percentile=depth_percentile,
-        depth_margin=depth_margin,
-    )
+# The Hydra builder (``data=colmap``): the loader itself, its keyword arguments are the YAML's keys.
+colmap_scene = load_colmap
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -544,19 +521,15 @@ def export_colmap(
     model = camera_model or ("OPENCV" if has_distortion(distortion) else "PINHOLE")
     if model not in CAMERA_MODELS:
         raise ValueError(f"camera_model must be one of {list(CAMERA_MODELS)}; got {model!r}.")
-    H, W = scene.image_size
-    cams = scene.cameras.clone().to("cpu")
-    focal, pp = screen_intrinsics(cams, (H, W))
-    focal, pp = focal.double().numpy(), pp.double().numpy()
+    arrays = export_arrays(scene)
+    H, W, focal, pp = arrays.height, arrays.width, arrays.focal, arrays.principal_point
     one_focal = model.startswith("SIMPLE") or model == "RADIAL"
     if one_focal and not np.allclose(focal[:, 0], focal[:, 1], rtol=1e-6):
         raise ValueError(f"camera_model {model} needs fx == fy; got {focal.tolist()}.")
-    Rs, Ts = cams.R.double().numpy(), cams.T.double().numpy()
     pts = None if points is None else np.asarray(points, dtype=np.float64).reshape(-1, 3)
     (out / "images").mkdir(parents=True, exist_ok=True)
     sparse = out / sparse_subdir
     sparse.mkdir(parents=True, exist_ok=True)
-    images = (scene.images.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
 
     cam_ids: dict[tuple[float, ...], int] = {}
     camera_rows: list[ColmapCamera] = []
@@ -567,20 +540,17 @@ def export_colmap(
         if params not in cam_ids:
             cam_ids[params] = len(cam_ids) + 1
             camera_rows.append(ColmapCamera(cam_ids[params], model, W, H, params))
-        r_cv, t_cv = p3d_to_opencv_w2c(Rs[i], Ts[i])
+        r_cv, t_cv = p3d_to_opencv_w2c(arrays.R[i], arrays.T[i])
         name = f"frame_{i:05d}.png"
-        img = images[i]
+        img = arrays.images[i]
         if has_distortion(distortion):
             img = distort_image(img, (*focal[i], *pp[i]), distortion)
         Image.fromarray(img).save(out / "images" / name)
         row = ColmapImage(i + 1, rotmat_to_qvec(r_cv), t_cv, cam_ids[params], name)
         if pts is not None:
-            cam_pts = pts @ r_cv.T + t_cv
-            z = cam_pts[:, 2]
-            zs = np.where(z > 0, z, np.inf)
-            u = focal[i, 0] * cam_pts[:, 0] / zs + pp[i, 0]
-            v = focal[i, 1] * cam_pts[:, 1] / zs + pp[i, 1]
-            seen = np.nonzero((z > 0) & (u >= 0) & (u <= W) & (v >= 0) & (v <= H))[0]
+            view = pts @ arrays.R[i] + arrays.T[i]
+            u, v, inside = project_view_points(view, (*focal[i], *pp[i]), W, H)
+            seen = np.nonzero(inside)[0]
             row.xys = np.stack([u[seen], v[seen]], -1)
             row.point3d_ids = seen + 1
             for k, p in enumerate(seen):

@@ -22,7 +22,7 @@ actually has to be (un)distorted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -105,6 +105,41 @@ def undistort_maps(
     return map_x, map_y
 
 
+def distort_maps(
+    height: int, width: int, intrinsics: Sequence[float], coeffs: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """For every pixel of the distorted image, where to sample the pinhole source: the inverse
+    of :func:`undistort_maps` (same arguments and ``(H, W)`` float32 maps), found with OpenCV's
+    iterative ``undistortPointsIter``."""
+    cv2 = _cv2()
+    fx, fy, cx, cy = (float(v) for v in intrinsics)
+    K = opencv_camera_matrix(fx, fy, cx, cy)
+    pts = _pixel_grid(height, width).reshape(-1, 1, 2)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+    src = cv2.undistortPointsIter(pts, K, distortion_vector(coeffs), None, K, criteria)
+    src = src.reshape(height, width, 2).astype(np.float32)
+    return src[..., 0], src[..., 1]
+
+
+def _remap(
+    image: np.ndarray,
+    maps: Callable[[int, int, Sequence[float], Sequence[float]], tuple[np.ndarray, np.ndarray]],
+    intrinsics: Sequence[float],
+    coeffs: Sequence[float],
+    nearest: bool,
+    border_value: float,
+) -> np.ndarray:
+    """``image`` resampled at ``maps(H, W, intrinsics, coeffs)`` (a copy without distortion)."""
+    if not has_distortion(coeffs):
+        return image.copy()
+    cv2 = _cv2()
+    map_x, map_y = maps(image.shape[0], image.shape[1], intrinsics, coeffs)
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.remap(
+        image, map_x, map_y, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=border_value
+    )
+
+
 def undistort_image(
     image: np.ndarray,
     intrinsics: Sequence[float],
@@ -124,15 +159,7 @@ def undistort_image(
     Returns:
         The undistorted image, same shape and dtype.
     """
-    if not has_distortion(coeffs):
-        return image.copy()
-    cv2 = _cv2()
-    h, w = image.shape[:2]
-    map_x, map_y = undistort_maps(h, w, intrinsics, coeffs)
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    return cv2.remap(
-        image, map_x, map_y, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=border_value
-    )
+    return _remap(image, undistort_maps, intrinsics, coeffs, nearest, border_value)
 
 
 def distort_image(
@@ -143,27 +170,7 @@ def distort_image(
     border_value: float = 0.0,
 ) -> np.ndarray:
     """The inverse of :func:`undistort_image`: what a camera with this lens would see, given the
-    pinhole image (used to make distorted test captures).
-
-    For every distorted pixel, the pinhole source position is found with OpenCV's iterative
-    ``undistortPointsIter``.
+    pinhole image (used to make distorted test captures); arguments as there, sources from
+    :func:`distort_maps`.
     """
-    if not has_distortion(coeffs):
-        return image.copy()
-    cv2 = _cv2()
-    h, w = image.shape[:2]
-    fx, fy, cx, cy = (float(v) for v in intrinsics)
-    K = opencv_camera_matrix(fx, fy, cx, cy)
-    pts = _pixel_grid(h, w).reshape(-1, 1, 2)
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
-    src = cv2.undistortPointsIter(pts, K, distortion_vector(coeffs), None, K, criteria)
-    src = src.reshape(h, w, 2).astype(np.float32)
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    return cv2.remap(
-        image,
-        src[..., 0],
-        src[..., 1],
-        interp,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=border_value,
-    )
+    return _remap(image, distort_maps, intrinsics, coeffs, nearest, border_value)

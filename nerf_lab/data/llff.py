@@ -28,12 +28,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nerf_lab.cameras import screen_intrinsics
 from nerf_lab.data.capture import (
     IMAGE_SUFFIXES,
+    CaptureOptions,
     CaptureView,
     build_capture_scene,
+    export_arrays,
     holdout_splits,
+    project_view_points,
     rotation_problem,
 )
 from nerf_lab.data.scene import Scene, SceneValidationError
@@ -102,11 +104,15 @@ def load_llff(
             the view frusta between the bounds.
         name: scene name (default: the folder name).
 
+    Also the Hydra builder ``data=llff`` (``llff_scene``): the YAML's keys are these
+    arguments.
+
     Raises:
         SceneValidationError: every problem at once (a bad ``poses_bounds.npy``, image count
             not matching the poses, non-rotations, bad bounds, image sizes disagreeing with
             ``H, W``, ...).
     """
+    options = CaptureOptions.pick(locals(), roi_from="points")
     root = Path(path).expanduser()
     what = f"LLFF capture {root}"
     npy = root / "poses_bounds.npy"
@@ -186,38 +192,13 @@ def load_llff(
         problems,
         what,
         points=points,
-        downscale=downscale,
         downscaled_path=downscaled,
-        background=background,
-        orient_up=orient_up,
-        recenter=recenter,
-        rescale=rescale,
-        roi_from="points",
-        roi_percentile=roi_percentile,
+        options=options,
     )
 
 
-def llff_scene(
-    path: str | Path,
-    downscale: int = 1,
-    holdout_every: int = 8,
-    background: str | Sequence[float] = "black",
-    orient_up: bool = True,
-    recenter: bool = True,
-    rescale: bool = True,
-    roi_percentile: float = 0.0,
-) -> Scene:
-    """Hydra builder (``data=llff``); see :func:`load_llff`."""
-    return load_llff(
-        path,
-        downscale=downscale,
-        holdout_every=holdout_every,
-        background=background if isinstance(background, str) else tuple(background),
-        orient_up=orient_up,
-        recenter=recenter,
-        rescale=rescale,
-        roi_percentile=roi_percentile,
-    )
+# The Hydra builder (``data=llff``): the loader itself, its keyword arguments are the YAML's keys.
+llff_scene = load_llff
 
 
 def export_llff(
@@ -243,10 +224,8 @@ def export_llff(
         ``out_dir``.
     """
     out = Path(out_dir).expanduser()
-    H, W = scene.image_size
-    cams = scene.cameras.clone().to("cpu")
-    focal, pp = screen_intrinsics(cams, (H, W))
-    focal, pp = focal.double().numpy(), pp.double().numpy()
+    arrays = export_arrays(scene)
+    H, W, focal, pp = arrays.height, arrays.width, arrays.focal, arrays.principal_point
     if not np.allclose(focal[:, 0], focal[:, 1], rtol=1e-5):
         raise ValueError(f"LLFF needs fx == fy for every camera; got {focal.tolist()}.")
     if not np.allclose(pp, [[W / 2.0, H / 2.0]], atol=1e-3):
@@ -254,23 +233,19 @@ def export_llff(
             f"LLFF needs principal points at the image centre {(W / 2.0, H / 2.0)}; "
             f"got {pp.tolist()}."
         )
-    R, T = cams.R.double().numpy(), cams.T.double().numpy()
+    R, T = arrays.R, arrays.T
     if points is None and (scene.near is None or scene.far is None):
         raise ValueError("export_llff needs points or a scene with near / far for the bounds.")
     pts = None if points is None else np.asarray(points, dtype=np.float64).reshape(-1, 3)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    images = (scene.images.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
     rows = []
     for i in range(len(scene)):
-        Image.fromarray(images[i]).save(out / "images" / f"image_{i:05d}.png")
+        Image.fromarray(arrays.images[i]).save(out / "images" / f"image_{i:05d}.png")
         c2w = p3d_to_llff(R[i], T[i])
         if pts is not None:
             view = pts @ R[i] + T[i]
             z = view[:, 2]
-            zs = np.where(z > 0, z, np.inf)
-            u = pp[i, 0] - focal[i, 0] * view[:, 0] / zs
-            v = pp[i, 1] - focal[i, 1] * view[:, 1] / zs
-            seen = (z > 0) & (u >= 0) & (u <= W) & (v >= 0) & (v <= H)
+            seen = project_view_points(view, (*focal[i], *pp[i]), W, H)[2]
             if not seen.any():
                 raise ValueError(f"view {i} sees none of the points: no bounds.")
             near, far = np.percentile(z[seen], bounds_percentiles)

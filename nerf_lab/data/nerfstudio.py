@@ -34,9 +34,14 @@ import torch
 import trimesh
 from PIL import Image
 
-from nerf_lab.cameras import screen_intrinsics
 from nerf_lab.data.blender import _check_matrix, c2w_to_p3d, p3d_to_c2w
-from nerf_lab.data.capture import CaptureView, build_capture_scene, holdout_splits
+from nerf_lab.data.capture import (
+    CaptureOptions,
+    CaptureView,
+    build_capture_scene,
+    export_arrays,
+    holdout_splits,
+)
 from nerf_lab.data.distortion import DISTORTION_KEYS, distort_image, has_distortion
 from nerf_lab.data.scene import Scene, SceneValidationError
 
@@ -135,11 +140,15 @@ def load_nerfstudio(
         transforms_file: the JSON's file name.
         name: scene name (default: the folder name).
 
+    Also the Hydra builder ``data=nerfstudio`` (``nerfstudio_scene``): the YAML's keys are these
+    arguments.
+
     Raises:
         SceneValidationError: every problem at once (bad JSON, unknown camera models,
             non-rigid transforms, missing images or masks, image sizes disagreeing with
             ``w`` / ``h``, unknown split file names, ...).
     """
+    options = CaptureOptions.pick(locals())
     p = Path(path).expanduser()
     jpath = p if p.is_file() else p / transforms_file
     root = jpath.parent
@@ -236,48 +245,14 @@ def load_nerfstudio(
         problems,
         what,
         points=points,
-        downscale=downscale,
         downscaled_path=downscaled,
-        background=background,
-        orient_up=orient_up,
-        recenter=recenter,
-        rescale=rescale,
-        roi_from=roi_from,
-        roi_percentile=roi_percentile,
-        depth_percentile=depth_percentile,
-        depth_margin=depth_margin,
+        options=options,
     )
 
 
-def nerfstudio_scene(
-    path: str | Path,
-    downscale: int = 1,
-    holdout_every: int = 8,
-    background: str | Sequence[float] = "black",
-    orient_up: bool = True,
-    recenter: bool = True,
-    rescale: bool = True,
-    roi_from: str = "auto",
-    roi_percentile: float = 1.0,
-    depth_percentile: float = 1.0,
-    depth_margin: float = 0.1,
-    transforms_file: str = "transforms.json",
-) -> Scene:
-    """Hydra builder (``data=nerfstudio``); see :func:`load_nerfstudio`."""
-    return load_nerfstudio(
-        path,
-        downscale=downscale,
-        holdout_every=holdout_every,
-        background=background if isinstance(background, str) else tuple(background),
-        orient_up=orient_up,
-        recenter=recenter,
-        rescale=rescale,
-        roi_from=roi_from,
-        roi_percentile=roi_percentile,
-        depth_percentile=depth_percentile,
-        depth_margin=depth_margin,
-        transforms_file=transforms_file,
-    )
+# The Hydra builder (``data=nerfstudio``): the loader itself, its keyword arguments are the YAML's
+# keys.
+nerfstudio_scene = load_nerfstudio
 
 
 def export_nerfstudio(
@@ -305,11 +280,9 @@ def export_nerfstudio(
         ``out_dir``.
     """
     out = Path(out_dir).expanduser()
-    H, W = scene.image_size
-    cams = scene.cameras.clone().to("cpu")
-    focal, pp = screen_intrinsics(cams, (H, W))
-    focal, pp = focal.double().numpy(), pp.double().numpy()
-    k = np.concatenate([focal, pp], 1)
+    arrays = export_arrays(scene)
+    H, W = arrays.height, arrays.width
+    k = np.concatenate([arrays.focal, arrays.principal_point], 1)
     if per_frame_intrinsics is None:
         per_frame_intrinsics = not np.allclose(k, k[:1])
     distorted = has_distortion(distortion)
@@ -325,15 +298,14 @@ def export_nerfstudio(
     (out / "images").mkdir(parents=True, exist_ok=True)
     if scene.silhouettes is not None:
         (out / "masks").mkdir(parents=True, exist_ok=True)
-    images = (scene.images.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
     frames = []
     for i in range(len(scene)):
         rel = f"images/frame_{i:05d}.png"
-        img = images[i]
+        img = arrays.images[i]
         if distorted:
             img = distort_image(img, k[i], distortion)
         Image.fromarray(img).save(out / rel)
-        c2w = p3d_to_c2w(cams.R[i].double().numpy(), cams.T[i].double().numpy())
+        c2w = p3d_to_c2w(arrays.R[i], arrays.T[i])
         frame: dict[str, Any] = {"file_path": rel, "transform_matrix": c2w.tolist()}
         if per_frame_intrinsics:
             frame.update({"fl_x": k[i, 0], "fl_y": k[i, 1], "cx": k[i, 2], "cy": k[i, 3]})
