@@ -87,7 +87,10 @@ def _join(outputs: list[Any], rays_shape: torch.Size) -> Any:
 
 
 def map_ray_chunks(
-    fn: Callable[[RayBundle], Any], ray_bundle: RayBundle, chunk_size: int | None
+    fn: Callable[[RayBundle], Any],
+    ray_bundle: RayBundle,
+    chunk_size: int | None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Any:
     """Apply ``fn`` to chunks of at most ``chunk_size`` rays and join the results.
 
@@ -96,13 +99,19 @@ def map_ray_chunks(
             tuple of such tensors, or a :class:`RenderOutput` of ``n`` rays.
         ray_bundle: rays with leading shape ``(*rays_shape)``.
         chunk_size: rays per call; ``None``: all rays in one call.
+        should_stop: checked before each chunk; when it returns True,
+            :class:`RenderInterrupted` is raised there.
 
     Returns:
         The same kind of result with leading shape ``(*rays_shape)``, equal to one call
         on every ray for functions that treat rays independently.
     """
     rays_shape = ray_bundle.lengths.shape[:-1]
-    outputs = [fn(sub) for _, sub in iter_ray_chunks(ray_bundle, chunk_size)]
+    outputs = []
+    for _, sub in iter_ray_chunks(ray_bundle, chunk_size):
+        if should_stop is not None and should_stop():
+            raise RenderInterrupted("render stopped: a stop was requested")
+        outputs.append(fn(sub))
     return _join(outputs, rays_shape)
 
 
@@ -244,10 +253,15 @@ class Renderer(torch.nn.Module):
         return densities.float(), colors.float()
 
     def render(
-        self, ray_bundle: RayBundle, chunk_size: int | None = None, **kwargs: Any
+        self,
+        ray_bundle: RayBundle,
+        chunk_size: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **kwargs: Any,
     ) -> RenderOutput:
         """Render rays of leading shape ``(...)``, ``chunk_size`` rays at a time
-        (default: the renderer's); returns a :class:`RenderOutput` of shape ``(...)``."""
+        (default: the renderer's); returns a :class:`RenderOutput` of shape ``(...)``.
+        ``should_stop`` is checked before each chunk (see :func:`map_ray_chunks`)."""
         chunk = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
         return map_ray_chunks(
             lambda sub: render_rays(
@@ -255,6 +269,7 @@ class Renderer(torch.nn.Module):
             ),
             ray_bundle,
             chunk,
+            should_stop,
         )
 
     def render_views(
@@ -270,8 +285,8 @@ class Renderer(torch.nn.Module):
             cameras: ``n_views`` cameras.
             raysampler: a grid sampler, ``raysampler(cameras=...)`` → bundle
                 ``(1, H, W, n_pts_per_ray)`` per camera.
-            should_stop: checked between views; when it returns True the render stops
-                early with :class:`RenderInterrupted`.
+            should_stop: checked between chunks of rays; when it returns True the render
+                stops early with :class:`RenderInterrupted`.
 
         Returns:
             :class:`RenderOutput` with leading shape ``(n_views, H, W)``.
@@ -282,9 +297,8 @@ class Renderer(torch.nn.Module):
             outs = []
             with torch.no_grad():
                 for i in range(len(cameras)):
-                    if should_stop is not None and should_stop():
-                        raise RenderInterrupted(f"render stopped after {i} of {len(cameras)} views")
-                    outs.append(self.render(raysampler(cameras=cameras[[i]]), chunk_size))
+                    bundle = raysampler(cameras=cameras[[i]])
+                    outs.append(self.render(bundle, chunk_size, should_stop))
         finally:
             self.train(was_training)
         return RenderOutput.cat(outs)

@@ -283,3 +283,24 @@ def test_psnr_closed_form():
     b = torch.full((2, 4, 4, 3), 0.1)
     torch.testing.assert_close(psnr(a, b), torch.full((2,), 20.0))
     assert float(mse_to_psnr(torch.tensor(1e-3))) == pytest.approx(30.0)
+
+
+def test_a_stop_request_interrupts_a_render_between_chunks():
+    from nerf_lab.renderer import RenderInterrupted
+
+    calls = []
+
+    def stop_after_two() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    renderer = Renderer(BlobField(), EmissionAbsorptionRaymarcher())
+    with pytest.raises(RenderInterrupted):
+        renderer.render(_bundle(40, 4), chunk_size=5, should_stop=stop_after_two)
+    assert len(calls) == 3  # two chunks rendered, the third never started
+    sampler = NDCMultinomialRaysampler(image_width=8, image_height=8, n_pts_per_ray=4,
+                                       min_depth=1.0, max_depth=4.0)  # fmt: skip
+    R, T = look_at_view_transform(2.7, 0.0, torch.tensor([0.0]))
+    calls.clear()
+    with pytest.raises(RenderInterrupted):  # inside the first (and only) view
+        renderer.render_views(FoVPerspectiveCameras(R=R, T=T), sampler, 16, stop_after_two)
