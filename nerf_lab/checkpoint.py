@@ -49,11 +49,18 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temp file, fsync, ``os.replace``."""
+    """Write a file atomically: ``write(fileobj)`` into a temp file, fsync, ``os.replace``.
+
+    The file gets mode ``0o666 & ~umask`` (as ``open(path, "w")`` would; ``mkstemp``'s
+    own ``0o600`` is replaced before anything is written).
+    """
+    from nerf_lab.fileio import public_file_mode
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, public_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -68,6 +68,7 @@ class TrainerConf:
     progress_bar: bool | None = None
     num_threads: int = 0
     tune_malloc: bool = True
+    export_mesh: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -126,6 +127,9 @@ def job_dirname(override_dirname: str, max_len: int = 120) -> str:
 def register_configs() -> None:
     """Register nerf_lab's config resolvers (idempotent)."""
     OmegaConf.register_new_resolver("nerf_lab.dirname", job_dirname, replace=True)
+    from nerf_lab.sweep_names import sweep_dirname
+
+    OmegaConf.register_new_resolver("nerf_lab.sweep_dirname", sweep_dirname, replace=True)
 
 
 # --------------------------------------------------------------------------- checks
