@@ -21,7 +21,8 @@ in the scene's frame.
 Options: ``bbox=B`` (half-size of the cube ``[-B, B]^3``, or ``[[x0,y0,z0],[x1,y1,z1]]``;
 default: the run's ``model.bbox`` if its config has one, else 1), ``resolution=128``,
 ``level=0.5``, ``color_mode=normal``, ``opacity_threshold=0.5``, ``split=test|train``,
-``scale=1`` (depth / point cloud render size), ``metrics=true``, ``checkpoint=FILE``,
+``scale=1`` (depth / point cloud render size), ``metrics=true``, ``geometry_points=30000``
+(surface samples for the metrics), ``checkpoint=FILE``,
 ``device=auto``, ``chunk_size=N``, ``progress=true|false``.
 
 Writes a NEW folder ``DIR/exports/<what>_<time>/`` and prints it. Exits 0 on success, 1
@@ -47,7 +48,7 @@ WHATS = ("depth", "pointcloud", "mesh")
 COLOR_MODES = ("normal", "average", "none")
 ALLOWED = {
     "run_dir", "checkpoint", "device", "chunk_size", "what", "bbox", "resolution", "level",
-    "color_mode", "opacity_threshold", "split", "scale", "metrics", "progress",
+    "color_mode", "opacity_threshold", "split", "scale", "metrics", "geometry_points", "progress",
 }  # fmt: skip
 #: F-score distances (scene units; the scenes with a known surface fit in [-1, 1]^3).
 FSCORE_THRESHOLDS = (0.01, 0.02, 0.05)
@@ -130,12 +131,15 @@ def true_surface(data: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor] |
     return mesh.verts.float(), mesh.faces.long()
 
 
-def geometry_metrics(pred: Any, true: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+def geometry_metrics(
+    pred: Any, true: tuple[torch.Tensor, torch.Tensor], n_points: int = 30000
+) -> dict[str, float]:
     """``geometry/chamfer``, ``geometry/accuracy``, ``geometry/completeness`` and
-    ``geometry/{precision,recall,fscore}@t`` for :data:`FSCORE_THRESHOLDS`."""
+    ``geometry/{precision,recall,fscore}@t`` for :data:`FSCORE_THRESHOLDS`, from
+    ``n_points`` samples of each surface."""
     from nerf_lab.geometry_metrics import mesh_metrics
 
-    values = mesh_metrics(pred, true, n_points=30000, threshold=list(FSCORE_THRESHOLDS))
+    values = mesh_metrics(pred, true, n_points=n_points, threshold=list(FSCORE_THRESHOLDS))
     return {f"geometry/{k}": v for k, v in values.items()}
 
 
@@ -153,6 +157,7 @@ def export_mesh(
     color_mode: str = "normal",
     chunk: int = 65536,
     metrics: bool = True,
+    geometry_points: int = 30000,
 ) -> dict[str, Any]:
     """Marching-cubes mesh of ``field`` as ``out_dir/mesh.ply`` and ``mesh.obj``; geometry
     metrics against the scene's true surface when ``data`` names one.
@@ -173,7 +178,7 @@ def export_mesh(
     out: dict[str, Any] = {"n_vertices": len(mesh.verts), "n_faces": len(mesh.faces)}
     true = true_surface(data) if (metrics and data is not None) else None
     if true is not None:
-        out.update(geometry_metrics(mesh, true))
+        out.update(geometry_metrics(mesh, true, geometry_points))
         write_json_atomic(out_dir / "geometry.json", out)
     inv = inverse_world_transform(setup or {})
     saved = mesh if inv is None else transform_mesh(mesh, inv)
@@ -235,11 +240,14 @@ def export_run(args: dict[str, Any]) -> Path:
         ok, reason = marching_cubes_available()
         if not ok:
             raise ValueError(reason)
+        points = args.get("geometry_points", 30000)
+        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+            raise ValueError(f"geometry_points={points!r}: must be an integer >= 1.")
         out_dir = new_output_dir(run.run_dir / "exports", what)
         result = export_mesh(
             run.renderer.field, out_dir, bbox, run.config.data, run.setup, resolution,
             args.get("level", 0.5), args.get("color_mode", "normal"),
-            metrics=args.get("metrics", True),
+            metrics=args.get("metrics", True), geometry_points=points,
         )  # fmt: skip
         geometry = {k: v for k, v in result.items() if k.startswith("geometry/")}
         if geometry:

@@ -153,8 +153,12 @@ def test_render_paths_write_new_folders_with_rgb_and_depth_videos(run_dir):
     orbits = sorted((run_dir / "renders").glob("orbit_*"))
     assert len(orbits) == 2
     for name in ("rgb", "depth"):
-        assert n_frames(orbits[0] / f"{name}.gif") == 3
-        assert (orbits[0] / f"{name}.mp4").exists() == mp4_available()[0]
+        assert n_frames(orbits[0] / f"{name}.gif") >= 1  # Pillow merges identical frames
+        if mp4_available()[0]:
+            assert n_frames(orbits[0] / f"{name}.mp4") == 3
+        else:
+            assert not (orbits[0] / f"{name}.mp4").exists()
+    assert len(json.loads((orbits[0] / "camera_path.json").read_text())["camera_path"]) == 3
     assert iio.imread(orbits[0] / "grid.png").shape == (2 * 24, 2 * 24, 3)
     assert mode(orbits[0] / "rgb.gif") & 0o777 == 0o666 & ~_umask()
     # height/width; spiral; interpolate through training views; a camera-path file
@@ -231,13 +235,15 @@ def test_export_pointcloud_counts_the_opaque_pixels(run_dir):
     from nerf_lab import export as nl_export
     from nerf_lab.runs import load_run
 
-    assert nl_export.main([f"run_dir={run_dir}", "what=pointcloud", "opacity_threshold=0.2"]) == 0
-    folder = next((run_dir / "exports").glob("pointcloud_*"))
-    cloud = trimesh.load(folder / "pointcloud.ply")
     run_ = load_run(run_dir)
     cams = run_.scene().split("test")[0]
     out = run_.render_views(cams)
-    assert len(cloud.vertices) == int((out.opacity >= 0.2).sum())
+    t = float(out.opacity.median())  # about half of the pixels
+    argv = [f"run_dir={run_dir}", "what=pointcloud", f"opacity_threshold={t!r}"]
+    assert nl_export.main(argv) == 0
+    folder = next((run_dir / "exports").glob("pointcloud_*"))
+    cloud = trimesh.load(folder / "pointcloud.ply")
+    assert 0 < len(cloud.vertices) == int((out.opacity >= t).sum()) < out.opacity.numel()
     assert cloud.colors.shape[0] == len(cloud.vertices)
     assert nl_export.main([f"run_dir={run_dir}", "what=volume"]) == 1
     assert nl_export.main([f"run_dir={run_dir}", "what=depth", "opacity_threshold=1.5"]) == 1
@@ -253,7 +259,8 @@ def test_export_mesh_cli_with_geometry_metrics(run_dir):
     pts, step = grid_points(1.0, (12, 12, 12))
     opac = query_density(field, pts, min(step))
     level = float(0.5 * (opac.min() + opac.max()))
-    argv = [f"run_dir={run_dir}", "what=mesh", "resolution=12", f"level={level}"]
+    argv = [f"run_dir={run_dir}", "what=mesh", "resolution=12", f"level={level}",
+            "geometry_points=2000"]  # fmt: skip
     assert nl_export.main(argv) == 0
     folder = next((run_dir / "exports").glob("mesh_*"))
     assert (folder / "mesh.ply").stat().st_size > 0 and (folder / "mesh.obj").stat().st_size > 0
