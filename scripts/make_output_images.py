@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--prefix", default="quick")
     ap.add_argument("--resolution", type=int, default=128)
-    ap.add_argument("--level", type=float, default=0.25, help="opacity iso-level of the mesh")
+    ap.add_argument("--level", type=float, default=0.05, help="opacity iso-level of the mesh")
     args = ap.parse_args()
 
     from nerf_lab import export as nl_export
