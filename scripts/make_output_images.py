@@ -35,7 +35,9 @@ def main() -> None:
 
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.run_dir / "renders" / "turntable.gif", out / f"{args.prefix}_turntable.gif")
+    shutil.copyfile(
+        args.run_dir / "renders" / "turntable.gif", out / f"{args.prefix}_turntable.gif"
+    )
 
     folder = sorted((args.run_dir / "eval").glob("step_*"))[-1]
     rows = []
