@@ -69,6 +69,7 @@ class TrainerConf:
     progress_bar: bool | None = None
     num_threads: int = 0
     tune_malloc: bool = True
+    export_mesh: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -131,6 +132,9 @@ def register_configs() -> None:
 
     OmegaConf.register_new_resolver("nerf_lab.dirname", job_dirname, replace=True)
     register_resolvers()
+    from nerf_lab.sweep_names import sweep_dirname
+
+    OmegaConf.register_new_resolver("nerf_lab.sweep_dirname", sweep_dirname, replace=True)
 
 
 # --------------------------------------------------------------------------- checks

@@ -21,15 +21,36 @@ def _short_target(node: Any) -> str | None:
     return None if target is None else str(target).rsplit(".", 1)[-1]
 
 
+def _current_sweep_keys() -> list[str]:
+    """The keys this Hydra multirun varies (:func:`nerf_lab.sweep_names.swept_keys`); none
+    outside a Hydra job."""
+    import sys
+
+    from nerf_lab.sweep_names import swept_keys
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return []
+        params = list((HydraConfig.get().sweeper.get("params") or {}).keys())
+    except Exception:  # no Hydra job config
+        return []
+    return swept_keys(sys.argv[1:], params)
+
+
 def flat_hparams(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
-    """The overridden keys first, then the components (by class name) and the main settings,
-    each as a bool, number or short string (no dicts, no ``_target_`` paths)."""
+    """The overridden keys first (those a multirun sweeps before the fixed ones), then the
+    components (by class name) and the main settings, each as a bool, number or short
+    string (no dicts, no ``_target_`` paths)."""
     keys: list[str] = []
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+~")
         if key.startswith("hydra") or "=" not in o or key in keys:
             continue
         keys.append(key)
+    swept = _current_sweep_keys()
+    keys = [k for k in swept if k in keys] + [k for k in keys if k not in swept]
     out: dict[str, Any] = {}
     for key in keys + [k for k in HPARAM_KEYS if k not in keys]:
         v = OmegaConf.select(cfg, key, default=None)

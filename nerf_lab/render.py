@@ -1,10 +1,28 @@
-"""Re-render a run's turntable from its own saved config:
-``python -m nerf_lab.render run_dir=DIR``.
+"""Render a trained run along a camera path: ``python -m nerf_lab.render run_dir=DIR``.
 
-Options (``key=value``): ``checkpoint=FILE``, ``frames=N`` (default: the run's
-``trainer.turntable_frames``), ``scale=S`` (relative to the data's image size),
-``distance=D``, ``device=auto``, ``chunk_size=N``. Writes ``turntable.gif`` and
-``turntable_grid.png`` into ``DIR/renders/``.
+Options (``key=value``):
+
+* ``path=orbit|spiral|interpolate|file`` (default ``orbit``):
+  ``orbit``: a turn about +Y at ``radius`` and ``elevation`` (``elevation=0``: exactly the
+  tutorial's turntable); ``spiral``: an orbit whose elevation oscillates by
+  ``elevation_amplitude`` degrees and whose radius breathes by 10 %, looping;
+  ``interpolate``: a smooth path through the training views ``keyframes=[i,j,...]``
+  (default: 4 evenly spaced ones); ``file``: the nerfstudio camera-path JSON ``file=PATH``
+  (its size and fps unless given here).
+* ``frames=N`` (default 60), ``fps=F`` (default 25), ``radius=R`` (default: the run's
+  ``trainer.turntable_distance``), ``elevation=DEG`` (default 0 for orbit, 15 for spiral),
+  ``elevation_amplitude=DEG`` (spiral, default 10).
+* Size: ``scale=S`` relative to the data's image size (default: the run's
+  ``trainer.turntable_scale``), or ``height=H width=W``.
+* ``checkpoint=FILE``, ``device=auto``, ``chunk_size=N``, ``progress=true|false`` (a bar;
+  default: on a terminal).
+
+Writes a NEW folder ``DIR/renders/<path>_<time>/`` (never overwriting an earlier one) with
+``rgb.gif`` and ``depth.gif`` (and ``rgb.mp4`` / ``depth.mp4`` with imageio-ffmpeg:
+``pip install -e '.[video]'``), ``grid.png`` (the frames tiled) and ``camera_path.json``
+(the cameras, nerfstudio format: render it again with ``path=file``). Depth colours are
+fixed to the run's depth range (Turbo: near dark blue, far dark red). Prints the folder.
+Exits 0 on success, 1 with a one-line error, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -15,30 +33,130 @@ from typing import Any
 
 from nerf_lab.cli import run_command
 
-ALLOWED = {"run_dir", "checkpoint", "frames", "scale", "distance", "device", "chunk_size"}
+PATHS = ("orbit", "spiral", "interpolate", "file")
+ALLOWED = {
+    "run_dir", "checkpoint", "device", "chunk_size", "path", "frames", "fps", "radius",
+    "elevation", "elevation_amplitude", "keyframes", "file", "scale", "height", "width",
+    "progress",
+}  # fmt: skip
 
 
-def render_run(args: dict[str, Any]) -> Path:
-    """Render the turntable of the run named by ``args``; returns the GIF's path."""
-    from nerf_lab.camera_paths import turntable_cameras
+def _int(args: dict[str, Any], key: str, default: int | None, minimum: int = 1) -> int | None:
+    v = args.get(key, default)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
+        raise ValueError(f"{key}={v!r}: must be an integer >= {minimum}.")
+    return v
+
+
+def _num(args: dict[str, Any], key: str, default: float | None, positive: bool = False) -> Any:
+    v = args.get(key, default)
+    if v is not None and (
+        isinstance(v, bool) or not isinstance(v, int | float) or (positive and not v > 0)
+    ):
+        raise ValueError(f"{key}={v!r}: must be a {'positive ' if positive else ''}number.")
+    return None if v is None else float(v)
+
+
+def path_cameras(run: Any, args: dict[str, Any]) -> tuple[Any, tuple[int, int] | None, float]:
+    """The cameras of the path ``args`` names, the file's image size (``path=file``, else
+    None) and the fps.
+
+    Raises:
+        ValueError: a bad option, naming it, its value and what is allowed.
+    """
+    from nerf_lab import camera_paths as cp
     from nerf_lab.config import trainer_settings
-    from nerf_lab.runs import load_run
-    from nerf_lab.visualize import write_turntable
 
+    kind = args.get("path", "orbit")
+    if kind not in PATHS:
+        raise ValueError(f"path={kind!r}: must be one of {list(PATHS)}.")
+    s = trainer_settings(run.config.trainer)
+    frames = _int(args, "frames", 60)
+    fps = _num(args, "fps", None, positive=True)
+    radius = _num(args, "radius", s.turntable_distance, positive=True)
+    if kind != "file" and "file" in args:
+        raise ValueError(f"file=... is only used with path=file; got path={kind!r}.")
+    if kind == "orbit":
+        cams = cp.orbit(frames, radius, _num(args, "elevation", 0.0), run.camera_like())
+    elif kind == "spiral":
+        cams = cp.spiral(
+            frames, radius, run.camera_like(), elevation_deg=_num(args, "elevation", 15.0),
+            elevation_amplitude_deg=_num(args, "elevation_amplitude", 10.0),
+        )  # fmt: skip
+    elif kind == "interpolate":
+        train_cams = run.scene().split("train")[0]
+        n = len(train_cams)
+        keys = args.get("keyframes")
+        if keys is None:
+            keys = sorted({round(i * (n - 1) / 3) for i in range(4)}) if n > 1 else [0]
+        if (
+            not isinstance(keys, list)
+            or len(keys) < 2
+            or not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < n for k in keys)
+        ):
+            raise ValueError(
+                f"keyframes={keys!r}: must be a list of >= 2 training view indices in [0, {n})."
+            )
+        cams = cp.interpolate(train_cams[keys], max(frames, len(keys)))
+    else:
+        if "file" not in args:
+            raise ValueError("path=file needs file=PATH (a nerfstudio camera-path JSON).")
+        if not Path(str(args["file"])).is_file():
+            raise ValueError(f"file={args['file']!r}: no such file.")
+        loaded = cp.load_camera_path(args["file"])
+        return loaded.cameras, loaded.image_size, fps or loaded.fps
+    return cams, None, fps or 25.0
+
+
+def render_path(args: dict[str, Any]) -> Path:
+    """Render the run named by ``args`` along its camera path; returns the new folder."""
+    import torch
+
+    from nerf_lab.camera_paths import save_camera_path
+    from nerf_lab.config import trainer_settings
+    from nerf_lab.run_outputs import ViewProgress, depth_range, new_output_dir
+    from nerf_lab.runs import load_run
+    from nerf_lab.video import colorize_depth, write_image, write_video
+    from nerf_lab.visualize import image_grid
+
+    progress = args.get("progress")
+    if progress is not None and not isinstance(progress, bool):
+        raise ValueError(f"progress={progress!r}: must be true or false.")
     run = load_run(args["run_dir"], args.get("checkpoint"), args.get("device"),
                    args.get("chunk_size"))  # fmt: skip
     s = trainer_settings(run.config.trainer)
-    frames = args.get("frames", s.turntable_frames)
-    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
-        raise ValueError(f"frames={frames!r}: must be an integer >= 1.")
-    cams = turntable_cameras(frames, run.camera_like(), args.get("distance", s.turntable_distance))
-    out = run.render_views(cams, args.get("scale", s.turntable_scale))
-    return write_turntable(out.rgb[..., :3].clamp(0, 1), run.run_dir / "renders")
+    cams, file_hw, fps = path_cameras(run, args)
+    height, width = _int(args, "height", None), _int(args, "width", None)
+    if (height is None) != (width is None):
+        raise ValueError(f"height={height!r}, width={width!r}: give both or neither.")
+    if height is not None and "scale" in args:
+        raise ValueError("give either scale=S or height=H width=W, not both.")
+    if height is None and file_hw is not None and "scale" not in args:
+        height, width = file_hw
+    if height is None:
+        scale = _num(args, "scale", s.turntable_scale, positive=True)
+        height, width = (max(1, round(n * scale)) for n in run.image_hw)
+    near, far = depth_range(run.config, run.setup)
+    kind = args.get("path", "orbit")
+    out_dir = new_output_dir(run.run_dir / "renders", kind)
+    sampler = run.grid_raysampler(height, width)
+    with ViewProgress(len(cams), f"render {kind}", bar=progress) as bar:
+        out = run.renderer.render_views(cams.to(run.device), sampler, None, bar)
+    rgb = out.rgb[..., :3].clamp(0, 1).cpu()
+    depth = torch.stack(
+        [colorize_depth(d, near, far, opacity=a) for d, a in zip(out.depth.cpu(),
+                                                                  out.opacity.cpu(), strict=True)]
+    )  # fmt: skip
+    write_video(out_dir / "rgb", rgb, fps=fps)
+    write_video(out_dir / "depth", depth, fps=fps)
+    write_image(out_dir / "grid.png", image_grid(rgb))
+    save_camera_path(out_dir / "camera_path.json", cams.cpu(), (height, width), fps=fps)
+    return out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; exits 0 on success, 1 with a one-line error otherwise."""
-    return run_command(argv, ALLOWED, __doc__ or "", render_run, str)
+    return run_command(argv, ALLOWED, __doc__ or "", render_path, str)
 
 
 def cli() -> None:

@@ -51,6 +51,8 @@ def log_eval(trainer: Any, metrics: dict[str, Any]) -> None:
     """``eval/psnr`` and ``eval/ssim`` at the trainer's step, and a log line."""
     trainer.writer.add_scalar("eval/psnr", metrics["eval/psnr"], trainer.step)
     trainer.writer.add_scalar("eval/ssim", metrics["eval/ssim"], trainer.step)
+    if metrics.get("eval/lpips") is not None:
+        trainer.writer.add_scalar("eval/lpips", metrics["eval/lpips"], trainer.step)
     log.info(
         "eval at iter %d: psnr=%.3f ssim=%.4f on %d held-out views",
         trainer.step, metrics["eval/psnr"], metrics["eval/ssim"], metrics["eval/n_views"],
@@ -69,3 +71,94 @@ def write_hparams(writer: Any, hparams: dict[str, Any]) -> None:
     fw = writer._get_file_writer()
     for summary in (exp, ssi, sei):
         fw.add_summary(summary)
+
+
+def trainer_depth_range(trainer: Any) -> tuple[float, float] | None:
+    """The run's sample depth range (for depth colours), or None if the trainer has no
+    config / render setup (e.g. built by hand)."""
+    from nerf_lab.run_outputs import depth_range
+
+    setup = trainer.extra_state.get("render_setup")
+    if setup is None or "raysampler" not in trainer.config:
+        return None
+    return depth_range(trainer.config, setup)
+
+
+def startup_summary(trainer: Any) -> str:
+    """One line: device, threads, precision, views, image size, parameters, ray budget."""
+    import torch
+
+    s = trainer.s
+    n_params = sum(p.numel() for p in trainer.renderer.parameters())
+    rs = trainer.config.get("raysampler", {})
+    rays = s.batch_size * int(rs.get("n_rays_per_image", 0) or 0)
+    pts = int(rs.get("n_pts_per_ray", 0) or 0)
+    h, w = trainer.image_hw
+    return (
+        f"start: device={trainer.device} threads={torch.get_num_threads()} "
+        f"precision={s.precision} train_views={len(trainer.train_views[0])} "
+        f"test_views={len(trainer.test_views[0])} image={h}x{w} parameters={n_params:,} "
+        f"rays/step={s.batch_size}x{rays // max(s.batch_size, 1)}={rays} x {pts} points "
+        f"(+ resampler passes) n_iter={s.n_iter} from step {trainer.step}"
+    )
+
+
+def final_evaluation(trainer: Any) -> dict[str, Any]:
+    """The end-of-training evaluation on every held-out view, with files.
+
+    Writes the renders, targets, error and depth maps, ``views.csv`` and ``eval.json`` into
+    a new ``run_dir/eval/step_<step>_<time>/`` and copies ``eval.json`` to ``run_dir``;
+    reports progress per view. A stop request during it raises
+    :class:`~nerf_lab.renderer.RenderInterrupted`.
+
+    Returns:
+        The metrics (:func:`nerf_lab.evaluation.evaluate_and_save`).
+    """
+    from nerf_lab.checkpoint import write_json_atomic
+    from nerf_lab.evaluation import evaluate_and_save
+    from nerf_lab.run_outputs import ViewProgress, new_output_dir
+
+    cams, images, _ = trainer.test_views
+    out_dir = new_output_dir(trainer.run_dir / "eval", f"step_{trainer.step:08d}")
+    near_far = trainer_depth_range(trainer) or (0.0, float(trainer.s.turntable_distance) * 2)
+    stop = lambda: trainer.signals.stop_requested  # noqa: E731
+    with ViewProgress(len(cams), "final evaluation", stop, trainer.s.progress_bar) as progress:
+        metrics = evaluate_and_save(
+            trainer.renderer, trainer.grid_raysampler(*trainer.image_hw), cams, images,
+            out_dir, near_far, trainer.s.chunk_size, progress, extra={"iterations": trainer.step},
+        )  # fmt: skip
+    write_json_atomic(trainer.run_dir / "eval.json", metrics)
+    log.info("Held-out views, error maps and per-view table: %s", out_dir)
+    return metrics
+
+
+def export_mesh_at_end(trainer: Any) -> dict[str, Any]:
+    """``trainer.export_mesh``: the marching-cubes mesh into a new ``run_dir/exports/mesh_*``
+    and, for scenes with a known surface, ``geometry/*`` metrics into TensorBoard and
+    ``run_dir/eval.json`` (:func:`nerf_lab.export.export_mesh`).
+
+    Returns:
+        The ``geometry/*`` metrics (empty for scenes without a known surface). A field with
+        no surface at the iso-level is logged as a warning, not an error.
+    """
+    from nerf_lab.export import default_bbox, export_mesh, merge_eval_json
+    from nerf_lab.run_outputs import new_output_dir
+
+    log.info("Exporting the mesh (marching cubes) ...")
+    out_dir = new_output_dir(trainer.run_dir / "exports", "mesh")
+    try:
+        result = export_mesh(
+            trainer.renderer.field, out_dir, default_bbox(trainer.config),
+            trainer.config.get("data"), trainer.extra_state.get("render_setup"),
+        )  # fmt: skip
+    except (ValueError, ImportError) as e:
+        log.warning("No mesh exported: %s", e)
+        return {}
+    geometry = {k: v for k, v in result.items() if k.startswith("geometry/")}
+    for k, v in geometry.items():
+        trainer.writer.add_scalar(k, v, trainer.step)
+    if geometry:
+        merge_eval_json(trainer.run_dir / "eval.json", {**geometry, "geometry/mesh": str(out_dir)})
+    log.info("Mesh: %s (%d vertices) %s", result.get("mesh_ply"), result.get("n_vertices", 0),
+             " ".join(f"{k}={v:.4g}" for k, v in geometry.items()))  # fmt: skip
+    return geometry

@@ -36,7 +36,7 @@ from nerf_lab.renderer import Renderer, iter_ray_chunks
 from nerf_lab.runtime import job_info
 from nerf_lab.signals import StopSignals, TrainingInterrupted
 from nerf_lab.targets import ray_targets
-from nerf_lab.visualize import image_grid, preview_panel, write_turntable
+from nerf_lab.visualize import image_grid, write_turntable
 
 log = logging.getLogger("nerf_lab")
 
@@ -339,10 +339,16 @@ class Trainer:
         return metrics
 
     def log_preview(self) -> None:
-        """TensorBoard ``render/heldout``: render | opacity | depth | target of a test view."""
+        """TensorBoard ``render/heldout``: render | target | error | depth | opacity of a test
+        view, labelled."""
+        from nerf_lab.run_logs import trainer_depth_range
+        from nerf_lab.visualize import labelled_preview
+
         render = self.render_views(self.test_views[0][[0]], self.s.render_scale)
-        panel = preview_panel(render.map(lambda t: t[0]), self.test_views[1][0])
-        self.writer.add_image("render/heldout", panel.cpu(), self.step, dataformats="HWC")
+        panel = labelled_preview(
+            render.map(lambda t: t[0]), self.test_views[1][0], trainer_depth_range(self)
+        )
+        self.writer.add_image("render/heldout", panel, self.step, dataformats="HWC")
 
     def turntable(self, out_dir: Path | None = None) -> Path | None:
         """The tutorial's rotating render: GIF and PNG grid (and a grid in TensorBoard)."""
@@ -351,7 +357,15 @@ class Trainer:
         cams = turntable_cameras(
             self.s.turntable_frames, self.train_views[0], self.s.turntable_distance
         )
-        frames = self.render_views(cams, self.s.turntable_scale).rgb[..., :3].clamp(0, 1)
+        from nerf_lab.run_outputs import ViewProgress
+
+        h, w = (max(1, round(n * self.s.turntable_scale)) for n in self.image_hw)
+        stop = lambda: self.signals.stop_requested  # noqa: E731
+        with ViewProgress(len(cams), "turntable", stop, self.s.progress_bar) as progress:
+            out = self.renderer.render_views(
+                cams, self.grid_raysampler(h, w), self.s.chunk_size, progress
+            )
+        frames = out.rgb[..., :3].clamp(0, 1)
         gif = write_turntable(frames, out_dir or self.run_dir / "renders")
         if self.writer is not None:
             self.writer.add_image(
@@ -373,6 +387,9 @@ class Trainer:
         self.maybe_resume()
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=self.step or None)
         log.info("TensorBoard: tensorboard --logdir %s", self.run_dir)
+        from nerf_lab.run_logs import startup_summary
+
+        log.info(startup_summary(self))
         write_hparams(self.writer, self.hparams)
         self.started = True
         self.write_status("running")
@@ -441,15 +458,23 @@ class Trainer:
         raise TrainingInterrupted(signum, self.step, path)
 
     def _finish(self, stats: dict[str, float]) -> dict[str, Any]:
-        from nerf_lab.run_logs import log_eval
+        from nerf_lab.run_logs import final_evaluation, log_eval
 
-        log.info("Final evaluation on the held-out views ...")
-        metrics = self._evaluate_or_interrupt()
+        if self.s.render_every and (self.step - 1) % self.s.render_every:
+            self._guarded(self.log_preview)  # the final preview, at the last step
+        log.info("Final evaluation on all %d held-out views ...", len(self.test_views[0]))
+        metrics: dict[str, Any] = {}
+        self._guarded(lambda: metrics.update(final_evaluation(self)))
+        metrics.pop("protocol", None)
         log_eval(self, metrics)
         self.writer.add_scalar("train_seconds", self.train_seconds, self.step)
         if self.s.turntable_frames:
             log.info("Rendering the turntable (%d frames) ...", self.s.turntable_frames)
         self._guarded(self.turntable)
+        if self.s.export_mesh:
+            from nerf_lab.run_logs import export_mesh_at_end
+
+            metrics.update(export_mesh_at_end(self))
         rays_per_step = float(stats.get("n_rays", 0.0))
         metrics.update(
             {

@@ -78,3 +78,44 @@ def write_turntable(frames: torch.Tensor, out_dir: Path, duration_ms: int = 80) 
         lambda f: f.write(iio.imwrite("<bytes>", grid_u8, extension=".png")),
     )
     return gif
+
+
+def labelled_preview(
+    render: RenderOutput,
+    target: torch.Tensor,
+    depth_range: tuple[float, float] | None = None,
+    error_scale: float = 0.25,
+) -> torch.Tensor:
+    """One view as a labelled panel: render | target | error | depth | opacity.
+
+    Args:
+        render: one view's output with leading shape ``(H, W)``.
+        target: ``(H_t, W_t, 3)`` ground truth in [0, 1] (resized to ``(H, W)`` if needed).
+        depth_range: ``(near, far)`` of the depth colours (Turbo: near dark blue, far dark
+            red); ``None``: the view's own depth range where it is opaque.
+        error_scale: mean absolute error shown with the top colour of the error map.
+
+    Returns:
+        ``(16 + H, 5 W + 8, 3)`` in [0, 1] (:func:`nerf_lab.video.labelled_panel`).
+    """
+    from nerf_lab.video import apply_colormap, colorize_depth, error_map, labelled_panel
+
+    h, w = render.rgb.shape[:2]
+    tgt = F.interpolate(target.permute(2, 0, 1)[None].float(), size=(h, w), mode="nearest")[0]
+    tgt = tgt.permute(1, 2, 0).cpu().clamp(0, 1)
+    rgb = render.rgb[..., :3].detach().float().cpu().clamp(0, 1)
+    opacity = render.opacity.detach().float().cpu().clamp(0, 1)
+    depth = render.depth.detach().float().cpu()
+    if depth_range is None:
+        hit = depth[opacity > 0.5]
+        lo, hi = (float(hit.min()), float(hit.max())) if hit.numel() else (0.0, 1.0)
+        depth_range = (lo, hi if hi > lo else lo + 1.0)
+    return labelled_panel(
+        {
+            "render": rgb,
+            "target": tgt,
+            "error": apply_colormap(error_map(rgb, tgt) / error_scale),
+            "depth": colorize_depth(depth, *depth_range, opacity=opacity),
+            "opacity": opacity,
+        }
+    )

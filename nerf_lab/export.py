@@ -1,0 +1,312 @@
+"""Export a trained run's geometry: ``python -m nerf_lab.export run_dir=DIR what=mesh``.
+
+``what=``
+
+* ``depth``: each held-out view's rendered depth (view-space z) as a 16-bit PNG
+  (``value = round(depth * 1000)``, 0 = no depth; read back with ``imread(...) / 1000``)
+  and an exact float32 ``.npy``; pixels with opacity below ``opacity_threshold`` get 0 /
+  NaN.
+* ``pointcloud``: a coloured PLY point cloud: every held-out view's rendered depth
+  unprojected where the opacity is at least ``opacity_threshold``.
+* ``mesh``: marching cubes on the field's opacity over ``bbox`` at ``resolution`` per axis
+  and iso-level ``level``, vertex colours seen head-on (``color_mode=normal|average|none``),
+  as ``mesh.ply`` and ``mesh.obj``. For scenes that know their true surface (``cow``,
+  ``procedural``, ``mesh``) also the Chamfer distance and F-scores against it
+  (``geometry.json``, and ``geometry/*`` keys merged into ``DIR/eval.json``).
+
+Points and meshes are mapped back to a capture's original frame with the inverse of the
+run's ``world_transform`` (when the scene has one); geometry metrics are computed before,
+in the scene's frame.
+
+Options: ``bbox=B`` (half-size of the cube ``[-B, B]^3``, or ``[[x0,y0,z0],[x1,y1,z1]]``;
+default: the run's ``model.bbox`` if its config has one, else 1), ``resolution=128``,
+``level=0.5``, ``color_mode=normal``, ``opacity_threshold=0.5``, ``split=test|train``,
+``scale=1`` (depth / point cloud render size), ``metrics=true``, ``geometry_points=30000``
+(surface samples for the metrics), ``checkpoint=FILE``,
+``device=auto``, ``chunk_size=N``, ``progress=true|false``.
+
+Writes a NEW folder ``DIR/exports/<what>_<time>/`` and prints it. Exits 0 on success, 1
+with a one-line error (e.g. scikit-image missing: ``pip install -e '.[export]'``), 2 for
+bad arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nerf_lab.cli import run_command
+
+log = logging.getLogger("nerf_lab")
+
+WHATS = ("depth", "pointcloud", "mesh")
+COLOR_MODES = ("normal", "average", "none")
+ALLOWED = {
+    "run_dir", "checkpoint", "device", "chunk_size", "what", "bbox", "resolution", "level",
+    "color_mode", "opacity_threshold", "split", "scale", "metrics", "geometry_points", "progress",
+}  # fmt: skip
+#: F-score distances (scene units; the scenes with a known surface fit in [-1, 1]^3).
+FSCORE_THRESHOLDS = (0.01, 0.02, 0.05)
+DEPTH_PNG_SCALE = 1000.0
+
+
+# ---------------------------------------------------------------------------------------
+# Pure helpers
+# ---------------------------------------------------------------------------------------
+def default_bbox(config: Mapping[str, Any]) -> Any:
+    """The run config's ``model.bbox`` when it has one, else 1 (the cube ``[-1, 1]^3``)."""
+    model = config.get("model") or {}
+    bbox = model.get("bbox") if hasattr(model, "get") else None
+    return 1.0 if bbox is None else bbox
+
+
+def check_bbox(bbox: Any) -> float | list[list[float]]:
+    """A half-size ``b > 0`` or ``[[xmin, ymin, zmin], [xmax, ymax, zmax]]`` with min < max.
+
+    Raises:
+        ValueError: naming ``bbox``, the value and what is allowed.
+    """
+    if isinstance(bbox, int | float) and not isinstance(bbox, bool):
+        if bbox > 0:
+            return float(bbox)
+    elif isinstance(bbox, list | tuple) and len(bbox) == 2:
+        try:
+            lo, hi = (torch.as_tensor(list(b), dtype=torch.float64) for b in bbox)
+        except (TypeError, ValueError):
+            lo = hi = None
+        if lo is not None and lo.shape == (3,) and hi.shape == (3,) and bool((lo < hi).all()):
+            return [lo.tolist(), hi.tolist()]
+    raise ValueError(
+        f"bbox={bbox!r}: must be a half-size > 0 or [[xmin, ymin, zmin], [xmax, ymax, zmax]] "
+        "with min < max."
+    )
+
+
+def inverse_world_transform(setup: Mapping[str, Any]) -> torch.Tensor | None:
+    """``(4, 4)`` float64 map from the scene's (normalised) frame back to the capture's
+    original frame: the inverse of ``setup["world_transform"]``; None without one."""
+    m = setup.get("world_transform")
+    if m is None:
+        return None
+    return torch.linalg.inv(torch.as_tensor(m, dtype=torch.float64))
+
+
+def transform_points(points: torch.Tensor, matrix: torch.Tensor | None) -> torch.Tensor:
+    """``points (n, 3)`` mapped by a 4x4 affine ``matrix`` (column vectors); None: as is."""
+    if matrix is None:
+        return points
+    m = matrix.to(torch.float64)
+    return (points.double() @ m[:3, :3].T + m[:3, 3]).to(points.dtype)
+
+
+def true_surface(data: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The true surface ``(verts (V, 3), faces (F, 3))`` of a scene, in the scene's frame,
+    for the scenes rendered from a known mesh; None for the others (captures, Blender).
+
+    Args:
+        data: the run config's ``data`` node (its ``_target_`` and keys).
+    """
+    target = str(data.get("_target_", ""))
+    if target == "nerf_lab.data.procedural_scene":
+        from nerf_lab.data.procedural import torus_mesh
+
+        mesh = torus_mesh()
+    elif target == "nerf_lab.data.cow_scene":
+        from nerf_lab.data.cow import load_cow_mesh
+
+        mesh = load_cow_mesh(data.get("data_dir"))
+    elif target == "nerf_lab.data.mesh_scene":
+        from nerf_lab.data.mesh import load_mesh, normalize_mesh
+
+        mesh = load_mesh(Path(str(data["path"])).expanduser())
+        if data.get("normalize", True):
+            mesh = normalize_mesh(mesh)
+    else:
+        return None
+    return mesh.verts.float(), mesh.faces.long()
+
+
+def geometry_metrics(
+    pred: Any, true: tuple[torch.Tensor, torch.Tensor], n_points: int = 30000
+) -> dict[str, float]:
+    """``geometry/chamfer``, ``geometry/accuracy``, ``geometry/completeness`` and
+    ``geometry/{precision,recall,fscore}@t`` for :data:`FSCORE_THRESHOLDS`, from
+    ``n_points`` samples of each surface."""
+    from nerf_lab.geometry_metrics import mesh_metrics
+
+    values = mesh_metrics(pred, true, n_points=n_points, threshold=list(FSCORE_THRESHOLDS))
+    return {f"geometry/{k}": v for k, v in values.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Exports (library functions: also called at the end of training)
+# ---------------------------------------------------------------------------------------
+def export_mesh(
+    field: torch.nn.Module,
+    out_dir: Path,
+    bbox: Any,
+    data: Mapping[str, Any] | None = None,
+    setup: Mapping[str, Any] | None = None,
+    resolution: int = 128,
+    level: float = 0.5,
+    color_mode: str = "normal",
+    chunk: int = 65536,
+    metrics: bool = True,
+    geometry_points: int = 30000,
+) -> dict[str, Any]:
+    """Marching-cubes mesh of ``field`` as ``out_dir/mesh.ply`` and ``mesh.obj``; geometry
+    metrics against the scene's true surface when ``data`` names one.
+
+    Returns:
+        ``{"mesh_ply", "mesh_obj", "n_vertices", "n_faces"}`` and the ``geometry/*``
+        metrics (when computed), also written to ``out_dir/geometry.json``.
+    """
+    from nerf_lab.checkpoint import write_json_atomic
+    from nerf_lab.export_utils import extract_mesh, transform_mesh, write_obj, write_ply
+
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode={color_mode!r}: must be one of {list(COLOR_MODES)}.")
+    mesh = extract_mesh(
+        field, check_bbox(bbox), resolution, level, chunk,
+        color_mode=None if color_mode == "none" else color_mode,
+    )  # fmt: skip
+    out: dict[str, Any] = {"n_vertices": len(mesh.verts), "n_faces": len(mesh.faces)}
+    true = true_surface(data) if (metrics and data is not None) else None
+    if true is not None:
+        out.update(geometry_metrics(mesh, true, geometry_points))
+        write_json_atomic(out_dir / "geometry.json", out)
+    inv = inverse_world_transform(setup or {})
+    saved = mesh if inv is None else transform_mesh(mesh, inv)
+    out["mesh_ply"] = str(write_ply(out_dir / "mesh.ply", saved.verts, saved.faces,
+                                    saved.vertex_colors, saved.vertex_normals))  # fmt: skip
+    out["mesh_obj"] = str(write_obj(out_dir / "mesh.obj", saved.verts, saved.faces,
+                                    saved.vertex_colors))  # fmt: skip
+    return out
+
+
+def _render_split(run: Any, args: dict[str, Any]) -> tuple[Any, Any]:
+    from nerf_lab.run_outputs import ViewProgress
+
+    split = args.get("split", "test")
+    scene = run.scene()
+    if split not in ("test", "train") or not len(scene.splits.get(split, [])):
+        raise ValueError(f"split={split!r}: must be 'test' or 'train' and hold views.")
+    cams = scene.split(split)[0].to(run.device)
+    scale = args.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+        raise ValueError(f"scale={scale!r}: must be a positive number.")
+    h, w = (max(1, round(n * scale)) for n in run.image_hw)
+    with ViewProgress(len(cams), f"render {split} views", bar=args.get("progress")) as bar:
+        out = run.renderer.render_views(cams, run.grid_raysampler(h, w), None, bar)
+    return cams, out
+
+
+def _threshold(args: dict[str, Any]) -> float:
+    t = args.get("opacity_threshold", 0.5)
+    if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t < 1:
+        raise ValueError(f"opacity_threshold={t!r}: must be a number in [0, 1).")
+    return float(t)
+
+
+def export_run(args: dict[str, Any]) -> Path:
+    """Export what ``args`` names from the run; returns the new folder."""
+    from nerf_lab.checkpoint import write_json_atomic
+    from nerf_lab.export_utils import depth_to_pointcloud, write_depth_npy, write_depth_png16
+    from nerf_lab.export_utils import write_ply as _write_ply
+    from nerf_lab.run_outputs import new_output_dir
+    from nerf_lab.runs import load_run
+
+    what = args.get("what")
+    if what not in WHATS:
+        raise ValueError(f"what={what!r}: must be one of {list(WHATS)}.")
+    for key in ("metrics", "progress"):
+        if key in args and not isinstance(args[key], bool):
+            raise ValueError(f"{key}={args[key]!r}: must be true or false.")
+    threshold = _threshold(args)
+    run = load_run(args["run_dir"], args.get("checkpoint"), args.get("device"),
+                   args.get("chunk_size"))  # fmt: skip
+    if what == "mesh":
+        bbox = check_bbox(args.get("bbox", default_bbox(run.config)))
+        resolution = args.get("resolution", 128)
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
+            raise ValueError(f"resolution={resolution!r}: must be an integer >= 2.")
+        from nerf_lab.export_utils import marching_cubes_available
+
+        ok, reason = marching_cubes_available()
+        if not ok:
+            raise ValueError(reason)
+        points = args.get("geometry_points", 30000)
+        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+            raise ValueError(f"geometry_points={points!r}: must be an integer >= 1.")
+        out_dir = new_output_dir(run.run_dir / "exports", what)
+        result = export_mesh(
+            run.renderer.field, out_dir, bbox, run.config.data, run.setup, resolution,
+            args.get("level", 0.5), args.get("color_mode", "normal"),
+            metrics=args.get("metrics", True), geometry_points=points,
+        )  # fmt: skip
+        geometry = {k: v for k, v in result.items() if k.startswith("geometry/")}
+        if geometry:
+            merge_eval_json(run.run_dir / "eval.json", {**geometry, "geometry/mesh": str(out_dir)})
+            log.info("Geometry: %s", ", ".join(f"{k}={v:.4g}" for k, v in geometry.items()))
+        return out_dir
+    cams, out = _render_split(run, args)
+    out_dir = new_output_dir(run.run_dir / "exports", what)
+    mask = out.opacity[..., 0] >= threshold
+    if what == "depth":
+        for i in range(len(cams)):
+            d = out.depth[i, ..., 0].cpu()
+            m = mask[i].cpu()
+            write_depth_png16(out_dir / f"view_{i:03d}_depth.png", d * m, DEPTH_PNG_SCALE)
+            write_depth_npy(out_dir / f"view_{i:03d}_depth.npy",
+                            torch.where(m, d, torch.full_like(d, float("nan"))))  # fmt: skip
+        write_json_atomic(out_dir / "depth.json", {
+            "png_scale": DEPTH_PNG_SCALE, "units": "view-space z-depth (scene units)",
+            "opacity_threshold": threshold, "split": args.get("split", "test"),
+            "n_views": len(cams),
+        })  # fmt: skip
+        return out_dir
+    points, colors = [], []
+    for i in range(len(cams)):
+        p, c = depth_to_pointcloud(out.depth[i], out.rgb[i, ..., :3].clamp(0, 1), cams[[i]],
+                                   mask[i])  # fmt: skip
+        points.append(p.cpu())
+        colors.append(c.cpu())
+    pts = transform_points(torch.cat(points), inverse_world_transform(run.setup))
+    if not len(pts):
+        raise ValueError(f"no pixel has opacity >= opacity_threshold={threshold}: empty cloud.")
+    _write_ply(out_dir / "pointcloud.ply", pts, colors=torch.cat(colors))
+    return out_dir
+
+
+def merge_eval_json(path: Path, values: Mapping[str, Any]) -> None:
+    """Add ``values`` to the JSON object in ``path`` (created if missing), atomically."""
+    import json
+
+    from nerf_lab.checkpoint import write_json_atomic
+
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            log.warning("%s is not valid JSON: rewriting it with the geometry only.", path)
+    write_json_atomic(path, {**data, **values})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; exits 0 on success, 1 with a one-line error otherwise."""
+    return run_command(argv, ALLOWED, __doc__ or "", export_run, str)
+
+
+def cli() -> None:
+    """``nerf-lab-export``: :func:`main` with its exit status."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()
