@@ -15,6 +15,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from torch.utils.tensorboard import SummaryWriter
 
+from nerf_lab.config import check_config
 from nerf_lab.train import run
 from tests.conftest import CONF, compose_cfg
 
@@ -85,6 +86,8 @@ def test_the_study_sweeps_every_method_preset():
     swept = cfg.hydra.sweeper.params.experiment.split(",")
     assert sorted(swept) == METHODS
     assert cfg.name == "sweep_methods" and cfg.trainer.eval_every > 0
+    for method in swept:
+        check_config(compose_cfg(["+sweep=methods", f"experiment={method}"]))
 
 
 def test_the_study_settings_come_after_the_preset():
