@@ -219,7 +219,12 @@ def test_summary_of_a_directory_without_jobs_fails_clearly(tmp_path):
 
 # ----------------------------------------------------------------------------- named studies
 
-STUDIES = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml") if "optuna" not in p.stem)
+# (the method study, +sweep=methods, runs the experiment presets: tests/test_methods.py)
+STUDIES = sorted(
+    p.stem
+    for p in (CONF / "sweep").glob("*.yaml")
+    if p.stem not in ("optuna_lr_harmonics", "methods")
+)
 
 
 def test_the_three_studies_exist():
