@@ -43,6 +43,16 @@ log = logging.getLogger("nerf_lab")
 GridSampler = Callable[[int, int], Callable[..., RayBundle]]
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MiB (``None`` where unknown)."""
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except (ImportError, OSError):
+        return None
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite."""
 
@@ -485,6 +495,8 @@ class Trainer:
                 else None,
                 "final_train_loss": stats.get("loss"),
                 "nonfinite_steps": self.nonfinite_steps,
+                "peak_rss_mb": peak_rss_mb(),
+                "torch_threads": torch.get_num_threads(),
                 "checkpoint": str(self.latest_checkpoint()),
                 "run_id": self.run_id,
                 "status": "completed",
