@@ -143,7 +143,8 @@ def test_raysampler_yaml_resampler_instantiates_and_fits_its_ray_generators(opti
     assert set(cfg) >= {"train", "render", "resampler"}
     resampler = instantiate(cfg.resampler)
     n_in = cfg.n_pts_per_ray
-    z = torch.linspace(cfg.min_depth, cfg.max_depth, n_in).expand(3, 5, n_in).contiguous()
+    assert (cfg.min_depth, cfg.max_depth) == ("auto", "auto")  # the scene's near/far
+    z = torch.linspace(1.0, 4.0, n_in).expand(3, 5, n_in).contiguous()
     weights = torch.rand(3, 5, n_in) if resampler.needs_field_weights else None
     result = resampler(input_ray_bundle=bundle(z), ray_weights=weights)
     out, aux = split_resampler_output(result)
