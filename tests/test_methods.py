@@ -23,7 +23,10 @@ REPO = CONF.parent
 STUDY = REPO / "scripts" / "method_study.py"
 
 #: The method presets (every experiment option but the tutorial's settings).
-METHODS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if p.stem != "tutorial")
+#: The method presets (not the tutorial's settings, nor the first-run demo on the torus).
+METHODS = sorted(
+    p.stem for p in (CONF / "experiment").glob("*.yaml") if p.stem not in ("tutorial", "quick")
+)
 
 #: A tiny procedural scene and a few rays: the presets' own fields, samplers and losses.
 TINY_SCENE = [
