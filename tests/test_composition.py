@@ -259,18 +259,24 @@ def test_user_components_from_their_own_folder_train_together(tmp_path):
     assert cfg["scheduler"]["_target_"] == "torch.optim.lr_scheduler.LinearLR"
     assert "square_avg" in next(iter(state["optimizer"]["state"].values()))  # RMSprop's state
     assert state["scheduler"]["end_factor"] == 0.5
+
     # eval rebuilds the user's field from the run directory, once the user allows it (a run
     # directory is data: its targets outside nerf_lab and torch.optim are refused)
+    def eval_folders() -> int:  # each evaluation writes a new eval/step_* folder
+        return len(list((run_dir / "eval").glob("step_*")))
+
+    trained = eval_folders()  # (the end of training evaluated once)
     eval_cmd = [sys.executable, "-m", "nerf_lab.eval", f"run_dir={run_dir}"]
     proc = subprocess.run(eval_cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 1 and "model._target_ = 'my_fields.TinyField'" in proc.stderr
-    assert not (run_dir / "eval.json").exists()
+    assert eval_folders() == trained  # refused before anything ran
     proc = subprocess.run(
         [*eval_cmd, "allow_targets=[my_fields.*]"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert eval_folders() == trained + 1
     assert json.loads((run_dir / "eval.json").read_text())["eval/psnr"] == pytest.approx(
         metrics["eval/psnr"], abs=1e-5
     )

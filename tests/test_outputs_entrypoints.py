@@ -192,7 +192,13 @@ def test_orbit_depth_video_uses_the_run_depth_range(run_dir):
 
     run_ = load_run(run_dir)
     near, far = depth_range(run_.config, run_.setup)
-    assert (near, far) == (run_.config.raysampler.min_depth, run_.config.raysampler.max_depth)
+    rs = run_.config.raysampler
+    if rs.min_depth == "auto":  # the default: the scene's own near/far, saved with the run
+        scene = run_.scene()
+        assert (near, far) == pytest.approx((scene.near, scene.far))
+    else:
+        assert (near, far) == (rs.min_depth, rs.max_depth)
+    assert depth_range({"raysampler": {"min_depth": 0.5, "max_depth": 2.0}}, {}) == (0.5, 2.0)
 
 
 @pytest.mark.parametrize("module", ["train", "eval", "render", "export"])
