@@ -508,12 +508,3 @@ class Trainer:
             self.step, self.train_seconds, metrics["eval/psnr"], metrics["eval/ssim"], self.run_dir,
         )  # fmt: skip
         return metrics
-
-    def _evaluate_or_interrupt(self) -> dict[str, Any]:
-        from nerf_lab.renderer import RenderInterrupted
-
-        try:
-            return self.evaluate()
-        except RenderInterrupted:
-            self._interrupt()
-            raise  # unreachable: _interrupt raises
