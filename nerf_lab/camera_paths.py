@@ -31,6 +31,7 @@ import torch
 from nerf_lab.cameras import FoVPerspectiveCameras, look_at_view_transform, so3_exp_map
 from nerf_lab.data.blender import c2w_to_p3d, p3d_to_c2w
 from nerf_lab.fileio import atomic_write_public
+from nerf_lab.validate import check_int, check_number, is_number
 
 __all__ = [
     "TUTORIAL_TURN_RAD",
@@ -58,20 +59,6 @@ Vec3 = Sequence[float] | torch.Tensor
 # ---------------------------------------------------------------------------------------
 # Validation helpers
 # ---------------------------------------------------------------------------------------
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return value
-
-
-def _finite(name: str, value: Any, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {value!r}.")
-    if positive and not value > 0:
-        raise ValueError(f"{name} must be > 0; got {value!r}.")
-    return float(value)
-
-
 def _vec3(name: str, value: Vec3) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
     if t.shape != (3,) or not torch.isfinite(t).all():
@@ -171,7 +158,7 @@ def tutorial_azimuths_deg(n_frames: int) -> torch.Tensor:
     with ``phi = linspace(-3.14, 3.14, n_frames)``: its centre is ``-d (sin phi, 0, cos
     phi)``, i.e. azimuth ``phi + 180`` degrees in :func:`orbit`'s convention.
     """
-    _positive_int("n_frames", n_frames)
+    check_int("n_frames", n_frames)
     phi = torch.linspace(*TUTORIAL_TURN_RAD, n_frames, dtype=torch.float64)
     return torch.rad2deg(phi) + 180.0
 
@@ -205,9 +192,9 @@ def orbit(
     Returns:
         ``n_frames`` cameras.
     """
-    _positive_int("n_frames", n_frames)
-    radius = _finite("radius", radius, positive=True)
-    elevation_deg = _finite("elevation_deg", elevation_deg)
+    check_int("n_frames", n_frames)
+    radius = check_number("radius", radius, 0, low_open=True)
+    elevation_deg = check_number("elevation_deg", elevation_deg)
     _check_elevation("elevation_deg", elevation_deg)
     if azimuth_deg is None:
         az = tutorial_azimuths_deg(n_frames)
@@ -268,22 +255,15 @@ def spiral(
     Returns:
         ``n_frames`` cameras looking at ``center``.
     """
-    _positive_int("n_frames", n_frames)
-    radius = _finite("radius", radius, positive=True)
-    elevation_deg = _finite("elevation_deg", elevation_deg)
-    amp = _finite("elevation_amplitude_deg", elevation_amplitude_deg)
-    if amp < 0:
-        raise ValueError(f"elevation_amplitude_deg must be >= 0; got {amp!r}.")
+    check_int("n_frames", n_frames)
+    radius = check_number("radius", radius, 0, low_open=True)
+    elevation_deg = check_number("elevation_deg", elevation_deg)
+    amp = check_number("elevation_amplitude_deg", elevation_amplitude_deg, 0)
     _check_elevation("|elevation_deg| + elevation_amplitude_deg", abs(elevation_deg) + amp)
-    r_amp = _finite("radius_amplitude", radius_amplitude)
-    if not 0.0 <= r_amp < 1.0:
-        raise ValueError(f"radius_amplitude must be in [0, 1); got {radius_amplitude!r}.")
-    n_turns = _finite("n_turns", n_turns, positive=True)
-    if isinstance(n_oscillations, bool) or not isinstance(n_oscillations, int):
-        raise ValueError(f"n_oscillations must be an integer >= 0; got {n_oscillations!r}.")
-    if n_oscillations < 0:
-        raise ValueError(f"n_oscillations must be an integer >= 0; got {n_oscillations!r}.")
-    start = _finite("start_azimuth_deg", start_azimuth_deg)
+    r_amp = check_number("radius_amplitude", radius_amplitude, 0, 1, high_open=True)
+    n_turns = check_number("n_turns", n_turns, 0, low_open=True)
+    check_int("n_oscillations", n_oscillations, 0)
+    start = check_number("start_azimuth_deg", start_azimuth_deg)
     s = torch.arange(n_frames, dtype=torch.float64) / n_frames
     phase = 2.0 * math.pi * n_oscillations * s
     eye = orbit_positions(
@@ -434,7 +414,7 @@ def interpolate(keyframe_cameras: FoVPerspectiveCameras, n_frames: int) -> FoVPe
     k = len(keyframe_cameras)
     if k < 2:
         raise ValueError(f"keyframe_cameras must hold at least 2 cameras; got {k}.")
-    _positive_int("n_frames", n_frames, minimum=k)
+    check_int("n_frames", n_frames, k)
     cams = keyframe_cameras
     R = cams.R.detach().cpu().double()
     T = cams.T.detach().cpu().double()
@@ -572,7 +552,7 @@ def load_camera_path(
     size = []
     for key in ("render_height", "render_width"):
         v = meta.get(key)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or v < 1:
+        if not is_number(v) or v != int(v) or v < 1:
             raise ValueError(f"{path}: {key} must be a positive integer; got {v!r}.")
         size.append(int(v))
     H, W = size
@@ -586,26 +566,23 @@ def load_camera_path(
             raise ValueError(f"{where} must be an object; got {fr!r:.80}.")
         R, T = c2w_to_p3d(_rigid_c2w(fr.get("camera_to_world"), where))
         fov = fr.get("fov")
-        if isinstance(fov, bool) or not isinstance(fov, int | float) or not 0 < fov < 180:
-            raise ValueError(f"{where}: fov must be in (0, 180) degrees; got {fov!r}.")
+        check_number(f"{where}: fov", fov, 0, 180, low_open=True, high_open=True)
         Rs.append(R)
         Ts.append(T)
         fovs.append(_p3d_fov_from_vertical(float(fov), H, W))
     n = len(frames)
     fps, seconds = meta.get("fps"), meta.get("seconds")
     for key, v in (("fps", fps), ("seconds", seconds)):
-        if v is not None and (
-            isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0
-        ):
-            raise ValueError(f"{path}: {key} must be a positive number; got {v!r}.")
+        if v is not None:
+            check_number(f"{path}: {key}", v, 0, low_open=True)
     if fps is None:
         fps = n / seconds if seconds is not None else 30.0
     if seconds is None:
         seconds = n / fps
     znear = meta.get("znear", 1.0) if znear is None else znear
     zfar = meta.get("zfar", 100.0) if zfar is None else zfar
-    _finite("znear", znear, positive=True)
-    _finite("zfar", zfar, positive=True)
+    check_number("znear", znear, 0, low_open=True)
+    check_number("zfar", zfar, 0, low_open=True)
     if not znear < zfar:
         raise ValueError(f"znear must be < zfar; got znear={znear!r}, zfar={zfar!r}.")
     cams = FoVPerspectiveCameras(
@@ -647,9 +624,9 @@ def save_camera_path(
     H, W = (int(v) for v in image_size)
     if H < 1 or W < 1:
         raise ValueError(f"image_size must be two positive integers; got {image_size!r}.")
-    fps = _finite("fps", fps, positive=True)
+    fps = check_number("fps", fps, 0, low_open=True)
     n = len(cameras)
-    seconds = n / fps if seconds is None else _finite("seconds", seconds, positive=True)
+    seconds = n / fps if seconds is None else check_number("seconds", seconds, 0, low_open=True)
     if not torch.allclose(cameras.aspect_ratio, torch.ones_like(cameras.aspect_ratio)):
         raise ValueError(
             "cameras.aspect_ratio must be 1 (square pixels) to be written as a nerfstudio "

@@ -49,6 +49,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from nerf_lab.validate import check_int
+
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
@@ -317,8 +319,7 @@ def save_checkpoint(
     Raises:
         DiskFullError: when the disk is full (no partial file is left behind).
     """
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be an integer >= 1; got {keep!r}.")
+    check_int("keep", keep)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if run_id is not None:

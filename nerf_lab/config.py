@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
-import math
 import os
 import re
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from nerf_lab.validate import check_choice, check_int, check_number, collect
 
 #: The configs: ``conf/`` of a checkout, shipped in the wheel as ``nerf_lab.conf``.
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -72,30 +73,27 @@ class TrainerConf:
     export_mesh: bool = False
 
     def __post_init__(self) -> None:
-        problems = []
+        problems: list[str] = []
 
-        def need(key: str, ok: bool, allowed: str) -> None:
-            if not ok:
-                problems.append(f"trainer.{key}={getattr(self, key)!r}: must be {allowed}")
+        def need(check: Any, key: str, *args: Any, **kwargs: Any) -> None:
+            collect(problems, check, f"trainer.{key}", getattr(self, key), *args, **kwargs)
 
         for k in ("n_iter", "batch_size", "chunk_size", "keep_checkpoints"):
-            need(k, _is_int(getattr(self, k)) and getattr(self, k) >= 1, "an integer >= 1")
+            need(check_int, k)
         nonneg = (
             "log_every", "render_every", "eval_every", "checkpoint_every", "eval_max_views",
             "train_chunk_size", "turntable_frames", "num_threads",
         )  # fmt: skip
         for k in nonneg:
-            need(k, _is_int(getattr(self, k)) and getattr(self, k) >= 0, "an integer >= 0")
+            need(check_int, k, 0)
         for k in ("render_scale", "turntable_scale", "turntable_distance"):
-            need(k, _is_num(getattr(self, k)) and getattr(self, k) > 0, "a finite number > 0")
-        need("seed", _is_int(self.seed), "an integer")
-        need("precision", self.precision in PRECISIONS, f"one of {list(PRECISIONS)}")
-        need(
-            "target_lookup", self.target_lookup in TARGET_LOOKUPS, f"one of {list(TARGET_LOOKUPS)}"
-        )
+            need(check_number, k, 0, low_open=True)
+        need(check_int, "seed", None)
+        need(check_choice, "precision", PRECISIONS)
+        need(check_choice, "target_lookup", TARGET_LOOKUPS)
         dev = self.device
-        ok = isinstance(dev, str) and (dev in ("auto", "cpu") or dev.startswith("cuda"))
-        need("device", ok, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if not (isinstance(dev, str) and (dev in ("auto", "cpu") or dev.startswith("cuda"))):
+            problems.append(f"trainer.device={dev!r}: must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if problems:
             raise ConfigValueError(problems)
 
@@ -147,14 +145,6 @@ class ConfigValueError(ValueError):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"Invalid configuration ({len(problems)} problem(s)):\n{lines}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 #: Hydra's own keys of an instantiable node.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from nerf_lab.validate import check_bool, check_int, check_number
+
 
 def harmonic_embedding(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
     """``[sin(x_i * f_k), cos(x_i * f_k)]`` in the tutorial's order.
@@ -58,19 +60,10 @@ class HarmonicEmbedding(torch.nn.Module):
         logspace: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(n_harmonic_functions, bool) or not isinstance(n_harmonic_functions, int):
-            raise ValueError(
-                f"n_harmonic_functions must be an integer >= 1; got {n_harmonic_functions!r}."
-            )
-        if n_harmonic_functions < 1:
-            raise ValueError(f"n_harmonic_functions must be >= 1; got {n_harmonic_functions!r}.")
-        if not omega0 > 0:
-            raise ValueError(f"omega0 must be > 0; got {omega0!r}.")
-        self.n_harmonic_functions = n_harmonic_functions
+        self.n_harmonic_functions = check_int("n_harmonic_functions", n_harmonic_functions)
+        check_number("omega0", omega0, 0, low_open=True)
         self.append_input = append_input
-        if not isinstance(logspace, bool):
-            raise ValueError(f"logspace must be true or false; got {logspace!r}.")
-        self.logspace = logspace
+        self.logspace = check_bool("logspace", logspace)
         if logspace:
             frequencies = 2.0 ** torch.arange(n_harmonic_functions)
         else:
@@ -112,8 +105,7 @@ def spherical_harmonics(directions: torch.Tensor, degree: int = 4) -> torch.Tens
     Returns:
         ``(..., degree**2)``.
     """
-    if isinstance(degree, bool) or not isinstance(degree, int) or not 1 <= degree <= MAX_SH_DEGREE:
-        raise ValueError(f"degree must be an integer in [1, {MAX_SH_DEGREE}]; got {degree!r}.")
+    check_int("degree", degree, 1, MAX_SH_DEGREE)
     x, y, z = directions.unbind(-1)
     out = [torch.full_like(x, 0.28209479177387814)]
     if degree > 1:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from nerf_lab.gather import weighted_corner_sum
+from nerf_lab.validate import check_int, check_number
 
 __all__ = [
     "HASH_PRIMES",
@@ -76,18 +77,6 @@ class HashGridLayout:
         return self.offsets[-1] + self.table_sizes[-1]
 
 
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be an integer {allowed}; got {value!r}.")
-    return value
-
-
 def hash_grid_layout(
     n_levels: int = 16,
     log2_hashmap_size: int = 19,
@@ -105,10 +94,10 @@ def hash_grid_layout(
     Returns:
         The layout; level ``l`` has resolution ``floor(N_min * b**l)``.
     """
-    _check_int("n_levels", n_levels, 1)
-    _check_int("log2_hashmap_size", log2_hashmap_size, 1, MAX_LOG2_HASHMAP_SIZE)
-    _check_int("base_resolution", base_resolution, 1)
-    _check_int("max_resolution", max_resolution, 1)
+    check_int("n_levels", n_levels, 1)
+    check_int("log2_hashmap_size", log2_hashmap_size, 1, MAX_LOG2_HASHMAP_SIZE)
+    check_int("base_resolution", base_resolution, 1)
+    check_int("max_resolution", max_resolution, 1)
     if max_resolution < base_resolution:
         raise ValueError(
             f"max_resolution must be >= base_resolution ({base_resolution}); "
@@ -262,11 +251,8 @@ class MultiresolutionHashEncoding(torch.nn.Module):
         init_scale: float = 1e-4,
     ) -> None:
         super().__init__()
-        _check_int("n_features_per_level", n_features_per_level, 1)
-        if isinstance(init_scale, bool) or not isinstance(init_scale, int | float):
-            raise ValueError(f"init_scale must be a number >= 0; got {init_scale!r}.")
-        if not init_scale >= 0:
-            raise ValueError(f"init_scale must be >= 0; got {init_scale!r}.")
+        check_int("n_features_per_level", n_features_per_level, 1)
+        check_number("init_scale", init_scale, 0)
         self.layout = hash_grid_layout(n_levels, log2_hashmap_size, base_resolution, max_resolution)
         self.n_features_per_level = n_features_per_level
         table = torch.empty(self.layout.n_rows, n_features_per_level)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from nerf_lab.gather import weighted_corner_sum
+from nerf_lab.validate import check_int, is_int
 
 __all__ = [
     "PLANE_AXES",
@@ -68,10 +69,9 @@ def plane_layout(resolution: int, multiscale: Sequence[int]) -> PlaneLayout:
 
     Raises ``ValueError`` for a resolution below 2 or a multiplier below 1.
     """
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
-        raise ValueError(f"resolution must be an integer >= 2; got {resolution!r}.")
+    check_int("resolution", resolution, 2)
     mults = list(multiscale) if isinstance(multiscale, Sequence) else []
-    if not mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults):
+    if not mults or any(not is_int(m) or m < 1 for m in mults):
         raise ValueError(
             f"multiscale must be a non-empty list of integers >= 1; got {multiscale!r}."
         )

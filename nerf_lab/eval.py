@@ -20,6 +20,7 @@ from typing import Any
 
 from nerf_lab.checkpoint import write_json_atomic
 from nerf_lab.cli import run_command
+from nerf_lab.validate import check_bool, check_int
 
 ALLOWED = {"run_dir", "checkpoint", "device", "chunk_size", "eval_max_views", "progress"}
 
@@ -30,12 +31,10 @@ def evaluate_run(args: dict[str, Any]) -> dict[str, Any]:
     from nerf_lab.run_outputs import ViewProgress, depth_range, new_output_dir
     from nerf_lab.runs import load_run
 
-    max_views = args.get("eval_max_views", 0)
-    if isinstance(max_views, bool) or not isinstance(max_views, int) or max_views < 0:
-        raise ValueError(f"eval_max_views={max_views!r}: must be an integer >= 0 (0: all).")
+    max_views = check_int("eval_max_views", args.get("eval_max_views", 0), 0, style="key")
     progress = args.get("progress")
-    if progress is not None and not isinstance(progress, bool):
-        raise ValueError(f"progress={progress!r}: must be true or false.")
+    if progress is not None:
+        check_bool("progress", progress, style="key")
     run = load_run(args["run_dir"], args.get("checkpoint"), args.get("device"),
                    args.get("chunk_size"))  # fmt: skip
     scene = run.scene()

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from nerf_lab.cli import run_command
+from nerf_lab.validate import check_bool, check_choice, check_int, check_number, is_number
 
 log = logging.getLogger("nerf_lab")
 
@@ -71,7 +72,7 @@ def check_bbox(bbox: Any) -> float | list[list[float]]:
     Raises:
         ValueError: naming ``bbox``, the value and what is allowed.
     """
-    if isinstance(bbox, int | float) and not isinstance(bbox, bool):
+    if is_number(bbox):
         if bbox > 0:
             return float(bbox)
     elif isinstance(bbox, list | tuple) and len(bbox) == 2:
@@ -169,8 +170,7 @@ def export_mesh(
     from nerf_lab.checkpoint import write_json_atomic
     from nerf_lab.export_utils import extract_mesh, transform_mesh, write_obj, write_ply
 
-    if color_mode not in COLOR_MODES:
-        raise ValueError(f"color_mode={color_mode!r}: must be one of {list(COLOR_MODES)}.")
+    check_choice("color_mode", color_mode, COLOR_MODES, style="key")
     mesh = extract_mesh(
         field, check_bbox(bbox), resolution, level, chunk,
         color_mode=None if color_mode == "none" else color_mode,
@@ -197,9 +197,7 @@ def _render_split(run: Any, args: dict[str, Any]) -> tuple[Any, Any]:
     if split not in ("test", "train") or not len(scene.splits.get(split, [])):
         raise ValueError(f"split={split!r}: must be 'test' or 'train' and hold views.")
     cams = scene.split(split)[0].to(run.device)
-    scale = args.get("scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
-        raise ValueError(f"scale={scale!r}: must be a positive number.")
+    scale = check_number("scale", args.get("scale", 1.0), 0, low_open=True, style="key")
     h, w = (max(1, round(n * scale)) for n in run.image_hw)
     with ViewProgress(len(cams), f"render {split} views", bar=args.get("progress")) as bar:
         out = run.renderer.render_views(cams, run.grid_raysampler(h, w), None, bar)
@@ -208,9 +206,7 @@ def _render_split(run: Any, args: dict[str, Any]) -> tuple[Any, Any]:
 
 def _threshold(args: dict[str, Any]) -> float:
     t = args.get("opacity_threshold", 0.5)
-    if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t < 1:
-        raise ValueError(f"opacity_threshold={t!r}: must be a number in [0, 1).")
-    return float(t)
+    return check_number("opacity_threshold", t, 0, 1, high_open=True, style="key")
 
 
 def export_run(args: dict[str, Any]) -> Path:
@@ -222,27 +218,22 @@ def export_run(args: dict[str, Any]) -> Path:
     from nerf_lab.runs import load_run
 
     what = args.get("what")
-    if what not in WHATS:
-        raise ValueError(f"what={what!r}: must be one of {list(WHATS)}.")
+    check_choice("what", what, WHATS, style="key")
     for key in ("metrics", "progress"):
-        if key in args and not isinstance(args[key], bool):
-            raise ValueError(f"{key}={args[key]!r}: must be true or false.")
+        if key in args:
+            check_bool(key, args[key], style="key")
     threshold = _threshold(args)
     run = load_run(args["run_dir"], args.get("checkpoint"), args.get("device"),
                    args.get("chunk_size"))  # fmt: skip
     if what == "mesh":
         bbox = check_bbox(args.get("bbox", default_bbox(run.config)))
-        resolution = args.get("resolution", 128)
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
-            raise ValueError(f"resolution={resolution!r}: must be an integer >= 2.")
+        resolution = check_int("resolution", args.get("resolution", 128), 2, style="key")
         from nerf_lab.export_utils import marching_cubes_available
 
         ok, reason = marching_cubes_available()
         if not ok:
             raise ValueError(reason)
-        points = args.get("geometry_points", 30000)
-        if isinstance(points, bool) or not isinstance(points, int) or points < 1:
-            raise ValueError(f"geometry_points={points!r}: must be an integer >= 1.")
+        points = check_int("geometry_points", args.get("geometry_points", 30000), style="key")
         out_dir = new_output_dir(run.run_dir / "exports", what)
         result = export_mesh(
             run.renderer.field, out_dir, bbox, run.config.data, run.setup, resolution,

@@ -46,6 +46,7 @@ import torch
 from nerf_lab.cameras import FoVPerspectiveCameras
 from nerf_lab.fileio import atomic_write_data
 from nerf_lab.raysamplers import RayBundle, ndc_pixel_grid
+from nerf_lab.validate import check_choice, check_int, check_number, is_int, is_number
 
 __all__ = [
     "COLOR_MODES",
@@ -92,20 +93,6 @@ def _points(name: str, value: torch.Tensor | np.ndarray) -> torch.Tensor:
     return t
 
 
-def _positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number; got {value!r}.")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value!r}.")
-    return float(value)
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return value
-
-
 def opacity_to_sigma(opacity: torch.Tensor, spacing: float) -> torch.Tensor:
     """``sigma = -log(1 - opacity) / spacing`` (inverse of ``1 - exp(-sigma spacing)``).
 
@@ -137,7 +124,7 @@ def point_rays(
         ``(n, 2) = (0, spacing)`` and ``xys`` ``(n, 2)`` zeros.
     """
     points = _points("points", points)
-    spacing = _positive_float("spacing", spacing)
+    spacing = check_number("spacing", spacing, 0, low_open=True)
     n = points.shape[0]
     if directions is None:
         d = points.new_zeros(n, 3)
@@ -174,7 +161,7 @@ def query_field(
         ``opacity (n,)`` in [0, 1] and ``colors (n, 3)``, float32 on ``points``' device.
     """
     points = _points("points", points)
-    chunk = _positive_int("chunk", chunk)
+    chunk = check_int("chunk", chunk)
     device = _field_device(field)
     n = points.shape[0]
     opac = torch.empty(n, dtype=torch.float32, device=points.device)
@@ -230,8 +217,8 @@ def marching_cubes_available() -> tuple[bool, str]:
 
 
 def _bbox(bbox: BBox) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(bbox, int | float) and not isinstance(bbox, bool):
-        b = _positive_float("bbox", bbox)
+    if is_number(bbox):
+        b = check_number("bbox", bbox, 0, low_open=True)
         return torch.full((3,), -b, dtype=torch.float64), torch.full((3,), b, dtype=torch.float64)
     t = torch.as_tensor(bbox, dtype=torch.float64)
     if t.shape != (2, 3) or not torch.isfinite(t).all() or not (t[0] < t[1]).all():
@@ -244,7 +231,7 @@ def _bbox(bbox: BBox) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _resolution(resolution: int | Sequence[int]) -> tuple[int, int, int]:
     res = (resolution,) * 3 if isinstance(resolution, int) else tuple(resolution)
-    if len(res) != 3 or any(isinstance(r, bool) or not isinstance(r, int) or r < 2 for r in res):
+    if len(res) != 3 or any(not is_int(r) or r < 2 for r in res):
         raise ValueError(
             f"resolution must be an integer >= 2 or 3 such integers (grid vertices per axis); "
             f"got {resolution!r}."
@@ -295,7 +282,7 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 def fibonacci_directions(n: int) -> torch.Tensor:
     """``(n, 3)`` unit vectors spread evenly over the sphere (Fibonacci lattice)."""
-    _positive_int("n", n)
+    check_int("n", n)
     i = torch.arange(n, dtype=torch.float64) + 0.5
     z = 1.0 - 2.0 * i / n
     r = torch.sqrt((1.0 - z * z).clamp_min(0))
@@ -388,15 +375,13 @@ def extract_mesh(
         raise ImportError(reason)
     from skimage.measure import marching_cubes
 
-    if isinstance(level, bool) or not isinstance(level, int | float) or not 0 < level < 1:
-        raise ValueError(f"level must be an opacity in (0, 1); got {level!r}.")
-    if color_mode not in (*COLOR_MODES, None):
-        raise ValueError(f"color_mode must be one of {(*COLOR_MODES, None)}; got {color_mode!r}.")
-    _positive_int("n_color_directions", n_color_directions)
+    check_number("level", level, 0, 1, low_open=True, high_open=True)
+    check_choice("color_mode", color_mode, (*COLOR_MODES, None))
+    check_int("n_color_directions", n_color_directions)
     lo, _ = _bbox(bbox)
     res = _resolution(resolution)
     pts, step = grid_points(bbox, res)
-    spacing = min(step) if spacing is None else _positive_float("spacing", spacing)
+    spacing = min(step) if spacing is None else check_number("spacing", spacing, 0, low_open=True)
     volume = query_density(field, pts, spacing, chunk=chunk).reshape(res).cpu().numpy()
     vmin, vmax = float(volume.min()), float(volume.max())
     if not vmin < level < vmax:
@@ -637,7 +622,7 @@ def write_depth_png16(
     """
     from PIL import Image
 
-    scale = _positive_float("scale", scale)
+    scale = check_number("scale", scale, 0, low_open=True)
     d = _depth_map(depth).astype(np.float64) * scale
     valid = np.isfinite(d) & (d > 0) & (d <= 65535.0)
     u16 = np.where(valid, np.round(np.where(valid, d, 0.0)), 0).astype(np.uint16)

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from nerf_lab.validate import check_int, check_number
+
 __all__ = [
     "chamfer_distance",
     "fscore",
@@ -70,8 +72,7 @@ def sample_surface(verts: torch.Tensor, faces: torch.Tensor, n: int, seed: int =
     faces = torch.as_tensor(faces, device=verts.device)
     if faces.dim() != 2 or faces.shape[-1] != 3 or faces.shape[0] < 1:
         raise ValueError(f"faces must have shape (F, 3) with F >= 1; got {tuple(faces.shape)}.")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1; got {n!r}.")
+    check_int("n", n)
     faces = faces.long()
     if int(faces.min()) < 0 or int(faces.max()) >= verts.shape[0]:
         raise ValueError(f"faces must index vertices 0..{verts.shape[0] - 1}.")
@@ -103,8 +104,7 @@ def nearest_distances(a: torch.Tensor, b: torch.Tensor, chunk: int | None = None
     b = b.to(a)
     if chunk is None:
         chunk = max(1, _CHUNK_ELEMENTS // b.shape[0])
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be an integer >= 1; got {chunk!r}.")
+    check_int("chunk", chunk)
     idx = torch.empty(a.shape[0], dtype=torch.long, device=a.device)
     with torch.no_grad():
         for start in range(0, a.shape[0], chunk):
@@ -138,8 +138,7 @@ def fscore(
     Returns:
         ``{"precision", "recall", "fscore"}`` in [0, 1].
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not threshold > 0:
-        raise ValueError(f"threshold must be a positive number; got {threshold!r}.")
+    check_number("threshold", threshold, 0, low_open=True)
     with torch.no_grad():
         p = float((nearest_distances(pred, true, chunk) <= threshold).double().mean())
         r = float((nearest_distances(true, pred, chunk) <= threshold).double().mean())
@@ -199,8 +198,7 @@ def mesh_metrics(
         "chamfer": float(0.5 * (d_ab.mean() + d_ba.mean())),
     }
     for t in thresholds:
-        if isinstance(t, bool) or not isinstance(t, int | float) or not t > 0:
-            raise ValueError(f"threshold values must be positive numbers; got {t!r}.")
+        check_number("threshold", t, 0, low_open=True)
         p = float((d_ab <= t).double().mean())
         r = float((d_ba <= t).double().mean())
         out[f"precision@{t:g}"] = p

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +27,7 @@ from nerf_lab.memory import (
     estimate_render_chunk_bytes,
     estimate_train_step_bytes,
 )
+from nerf_lab.validate import check_number, collect, is_int, is_number
 
 #: The largest image a preview, evaluation or turntable may render (4096 x 4096 pixels).
 MAX_RENDER_PIXELS = 4096 * 4096
@@ -58,14 +58,6 @@ def floats_per_point(field_class: str, model: Mapping[str, Any]) -> tuple[float,
     return FIELD_FLOATS_PER_POINT.get(field_class, DEFAULT_FLOATS_PER_POINT)
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _data_kind(data: Mapping[str, Any]) -> str | None:
     target = str(data.get("_target_", ""))
     name = target.rsplit(".", 1)[-1]
@@ -76,7 +68,7 @@ def n_training_views(data: Mapping[str, Any]) -> int | None:
     """The number of training views the data option will make, or ``None`` if unknown."""
     kind = _data_kind(data)
     n, n_test = data.get("num_views"), data.get("n_test_views", 0)
-    if kind is None or not _int(n) or not _int(n_test):
+    if kind is None or not is_int(n) or not is_int(n_test):
         return None
     if kind == "cow_scene" and not data.get("train_on_all_views", False):
         return n - n_test
@@ -97,14 +89,14 @@ def data_range_problems(data: Mapping[str, Any], batch_size: Any) -> list[str]:
         return []
     problems = []
     az = data.get("azimuth_range")
-    if az is not None and not (_num(az) and 0 <= az <= 180):
-        problems.append(f"data.azimuth_range={az!r}: must be a number in [0, 180] (degrees)")
+    if az is not None:
+        collect(problems, check_number, "data.azimuth_range", az, 0, 180)
     el = data.get("elevation_range")
     if el is not None:
         ok = (
             isinstance(el, list | tuple)
             and len(el) == 2
-            and all(_num(v) and -90 < v < 90 for v in el)
+            and all(is_number(v) and -90 < v < 90 for v in el)
             and el[0] <= el[1]
         )
         if not ok:
@@ -113,10 +105,11 @@ def data_range_problems(data: Mapping[str, Any], batch_size: Any) -> list[str]:
                 "[min, max] degrees with -90 < min <= max < 90"
             )
     et = data.get("elevation_test")
-    if et is not None and not (_num(et) and -90 < et < 90):
-        problems.append(f"data.elevation_test={et!r}: must be a number in (-90, 90) (degrees)")
+    if et is not None:
+        key = "data.elevation_test"
+        collect(problems, check_number, key, et, -90, 90, low_open=True, high_open=True)
     n = n_training_views(data)
-    if n is not None and n >= 1 and _int(batch_size) and batch_size > n:
+    if n is not None and n >= 1 and is_int(batch_size) and batch_size > n:
         problems.append(
             f"trainer.batch_size={batch_size}: must be <= the number of training views ({n})"
         )
@@ -151,14 +144,14 @@ def render_size_problems(image_hw: tuple[int, int] | None, settings: Any) -> lis
 def known_image_hw(data: Mapping[str, Any]) -> tuple[int, int] | None:
     """The data's image size from its config (``image_size``), or ``None`` if unknown."""
     size = data.get("image_size") if _data_kind(data) is not None else None
-    return (size, size) if _int(size) and size >= 1 else None
+    return (size, size) if is_int(size) and size >= 1 else None
 
 
 def _n_views_total(data: Mapping[str, Any]) -> int:
     total = 0
     for key in ("num_views", "n_test_views", "elevated_test_views"):
         v = data.get(key, 0)
-        total += v if _int(v) and v > 0 else 0
+        total += v if is_int(v) and v > 0 else 0
     return total
 
 

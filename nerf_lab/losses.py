@@ -14,11 +14,11 @@ Elementwise penalties (:func:`huber`, :func:`mse`, :func:`l1`) are pure function
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import torch
 
 from nerf_lab.raymarchers import RenderOutput
+from nerf_lab.validate import check_bool, check_choice, check_number
 
 Targets = Mapping[str, torch.Tensor | None]
 LossTerm = Callable[[RenderOutput, Targets], torch.Tensor]
@@ -55,12 +55,6 @@ PENALTIES = ("huber", "mse", "l1")
 PASSES = ("all", "last")
 
 
-def _check_weight(weight: Any) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
-        raise ValueError(f"weight must be a number >= 0; got {weight!r}.")
-    return float(weight)
-
-
 class PenaltyTerm(torch.nn.Module):
     """A weighted elementwise penalty between a rendered quantity and its target.
 
@@ -82,16 +76,10 @@ class PenaltyTerm(torch.nn.Module):
         self, kind: str = "huber", weight: float = 1.0, scaling: float = 0.1, passes: str = "all"
     ) -> None:
         super().__init__()
-        if kind not in PENALTIES:
-            raise ValueError(f"kind must be one of {list(PENALTIES)}; got {kind!r}.")
-        if passes not in PASSES:
-            raise ValueError(f"passes must be one of {list(PASSES)}; got {passes!r}.")
-        if isinstance(scaling, bool) or not isinstance(scaling, int | float) or not scaling > 0:
-            raise ValueError(f"scaling must be a number > 0; got {scaling!r}.")
-        self.kind = kind
-        self.weight = _check_weight(weight)
-        self.scaling = float(scaling)
-        self.passes = passes
+        self.kind = check_choice("kind", kind, PENALTIES)
+        self.passes = check_choice("passes", passes, PASSES)
+        self.scaling = check_number("scaling", scaling, 0, low_open=True)
+        self.weight = check_number("weight", weight, 0)
 
     def penalty(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The elementwise penalty ``(...)`` of two ``(...)`` tensors."""
@@ -150,9 +138,7 @@ class SilhouetteLoss(PenaltyTerm):
         required: bool = True,
     ) -> None:
         super().__init__(kind, weight, scaling, passes)
-        if not isinstance(required, bool):
-            raise ValueError(f"required must be true or false; got {required!r}.")
-        self.required = required
+        self.required = check_bool("required", required)
 
     def rendered(self, output: RenderOutput) -> torch.Tensor:
         return output.opacity
@@ -161,7 +147,7 @@ class SilhouetteLoss(PenaltyTerm):
 class _WeightedTerm(torch.nn.Module):
     def __init__(self, weight: float = 1.0) -> None:
         super().__init__()
-        self.weight = _check_weight(weight)
+        self.weight = check_number("weight", weight, 0)
 
 
 class DistortionLoss(_WeightedTerm):

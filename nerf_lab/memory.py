@@ -53,6 +53,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nerf_lab.validate import check_int, check_number
+
 BYTES_PER_FLOAT = 4
 _NO_LIMIT = 1 << 60  # cgroup v1 reports "no limit" as a huge number (9223372036854771712)
 
@@ -82,19 +84,6 @@ def format_bytes(n: float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
-
-
-def _check_count(name: str, value: object, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}.")
-    return value
-
-
-def _check_number(name: str, value: object) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (value >= 0) or value == float("inf"):  # type: ignore[operator]
-        raise ValueError(f"{name}={value!r}: must be a finite number >= 0.")
-    return float(value)  # type: ignore[arg-type]
 
 
 def estimate_train_step_bytes(
@@ -127,15 +116,15 @@ def estimate_train_step_bytes(
     Returns:
         The estimate, parts ``parameters``, ``activations``, ``per_ray``, ``data``.
     """
-    _check_count("n_rays", n_rays, 1)
-    _check_count("n_pts_per_ray", n_pts_per_ray, 1)
-    _check_count("model_param_count", model_param_count)
-    _check_count("train_chunk_size", train_chunk_size)
-    _check_count("optimizer_slots", optimizer_slots)
-    _check_count("bytes_per_float", bytes_per_float, 1)
-    _check_count("scene_bytes", scene_bytes)
-    act = _check_number("activation_floats_per_point", activation_floats_per_point)
-    per_ray = _check_number("per_ray_floats", per_ray_floats)
+    check_int("n_rays", n_rays, 1, style="key")
+    check_int("n_pts_per_ray", n_pts_per_ray, 1, style="key")
+    check_int("model_param_count", model_param_count, 0, style="key")
+    check_int("train_chunk_size", train_chunk_size, 0, style="key")
+    check_int("optimizer_slots", optimizer_slots, 0, style="key")
+    check_int("bytes_per_float", bytes_per_float, 1, style="key")
+    check_int("scene_bytes", scene_bytes, 0, style="key")
+    act = check_number("activation_floats_per_point", activation_floats_per_point, 0, style="key")
+    per_ray = check_number("per_ray_floats", per_ray_floats, 0, style="key")
     in_flight = min(n_rays, train_chunk_size or n_rays)
     return MemoryEstimate(
         {
@@ -178,16 +167,16 @@ def estimate_render_chunk_bytes(
     Returns:
         The estimate, parts ``chunk``, ``images``, ``parameters``, ``data``.
     """
-    _check_count("chunk_size", chunk_size, 1)
-    _check_count("n_pts_per_ray", n_pts_per_ray, 1)
-    _check_count("model_param_count", model_param_count)
+    check_int("chunk_size", chunk_size, 1, style="key")
+    check_int("n_pts_per_ray", n_pts_per_ray, 1, style="key")
+    check_int("model_param_count", model_param_count, 0, style="key")
     for name, value in (("image_height", image_height), ("image_width", image_width)):
-        _check_count(name, value)
-    _check_count("n_views", n_views, 1)
-    _check_count("channels", channels, 1)
-    _check_count("bytes_per_float", bytes_per_float, 1)
-    _check_count("scene_bytes", scene_bytes)
-    per_point = _check_number("render_floats_per_point", render_floats_per_point)
+        check_int(name, value, 0, style="key")
+    check_int("n_views", n_views, 1, style="key")
+    check_int("channels", channels, 1, style="key")
+    check_int("bytes_per_float", bytes_per_float, 1, style="key")
+    check_int("scene_bytes", scene_bytes, 0, style="key")
+    per_point = check_number("render_floats_per_point", render_floats_per_point, 0, style="key")
     pixels = image_height * image_width
     rays = min(chunk_size, pixels) if pixels else chunk_size
     return MemoryEstimate(

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from nerf_lab.validate import check_choice
+
 __all__ = ["BACKBONE_FILES", "LpipsUnavailable", "lpips", "lpips_available"]
 
 #: torchvision's checkpoint file of each LPIPS backbone (its download URL's file name).
@@ -63,8 +65,7 @@ def lpips_available(net: str = "alex") -> tuple[bool, str]:
     Returns:
         ``(ok, reason)``: on failure ``reason`` names what is missing (package or file).
     """
-    if net not in BACKBONE_FILES:
-        raise ValueError(f"net must be one of {sorted(BACKBONE_FILES)}; got {net!r}.")
+    check_choice("net", net, sorted(BACKBONE_FILES))
     mod, reason = _import_lpips()
     if mod is None:
         return False, reason

@@ -41,10 +41,10 @@ import torch
 
 from nerf_lab.hooks import ParamGroup, TrainingHooks
 from nerf_lab.proposal import check_aabb
-from nerf_lab.raysamplers import RayBundle, check_positive_int
+from nerf_lab.raysamplers import RayBundle
 from nerf_lab.renderer import Resampler
-from nerf_lab.resamplers import check_bool
 from nerf_lab.sample_pdf import invert_cdf, stratified_quantiles
+from nerf_lab.validate import check_bool, check_int, check_number, invalid, is_int, is_number
 
 __all__ = [
     "OccupancyGrid",
@@ -194,13 +194,13 @@ def occupied_segments(
 
 
 def _resolution3(value: Any) -> tuple[int, int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         value = (value, value, value)
     try:
         res = tuple(value)
     except TypeError:
         res = ()
-    if len(res) != 3 or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in res):
+    if len(res) != 3 or any(not is_int(r) or r < 1 for r in res):
         raise ValueError(
             f"resolution must be an integer >= 1 or 3 of them [R_x, R_y, R_z]; got {value!r}."
         )
@@ -246,25 +246,19 @@ class OccupancyGrid(TrainingHooks, torch.nn.Module):
         super().__init__()
         self.resolution = _resolution3(resolution)
         self.aabb = check_aabb("aabb", aabb)
-        if not (isinstance(ema_decay, (int, float)) and 0.0 <= ema_decay <= 1.0):
-            raise ValueError(f"ema_decay must be a number in [0, 1]; got {ema_decay!r}.")
-        if not (isinstance(threshold, (int, float)) and 0.0 <= threshold < 1.0):
-            raise ValueError(f"threshold must be a number in [0, 1); got {threshold!r}.")
-        self.ema_decay = float(ema_decay)
-        self.threshold = float(threshold)
-        self.update_every = check_positive_int("update_every", update_every)
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an integer >= 0; got {warmup_steps!r}.")
-        self.warmup_steps = warmup_steps
+        self.ema_decay = check_number("ema_decay", ema_decay, 0, 1)
+        self.threshold = check_number("threshold", threshold, 0, 1, high_open=True)
+        self.update_every = check_int("update_every", update_every)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         self.cell_size = tuple(
             (self.aabb[a + 3] - self.aabb[a]) / self.resolution[a] for a in range(3)
         )
         if spacing is None:
             spacing = min(self.cell_size)
-        if not (isinstance(spacing, (int, float)) and 0.0 < spacing < math.inf):
-            raise ValueError(f"spacing must be a finite number > 0 or null; got {spacing!r}.")
+        if not (is_number(spacing) and spacing > 0):
+            raise invalid("spacing", spacing, "a finite number > 0 or null")
         self.spacing = float(spacing)
-        self.query_chunk_size = check_positive_int("query_chunk_size", query_chunk_size)
+        self.query_chunk_size = check_int("query_chunk_size", query_chunk_size)
         n_cells = math.prod(self.resolution)
         self.register_buffer("occs", torch.zeros(n_cells))
         self.register_buffer("binaries", torch.ones(self.resolution, dtype=torch.bool))
@@ -358,7 +352,7 @@ class OccupancyResampler(Resampler):
         if not isinstance(grid, OccupancyGrid):
             raise ValueError(f"grid must be an OccupancyGrid; got {type(grid).__name__}.")
         self.grid = grid
-        self.n_pts_per_ray = check_positive_int("n_pts_per_ray", n_pts_per_ray)
+        self.n_pts_per_ray = check_int("n_pts_per_ray", n_pts_per_ray)
         self.stratified = check_bool("stratified", stratified)
         self.stratified_test = check_bool("stratified_test", stratified_test)
 

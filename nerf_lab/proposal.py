@@ -40,10 +40,11 @@ import torch.nn.functional as F
 from nerf_lab.hooks import ParamGroup
 from nerf_lab.models.fast import total_variation
 from nerf_lab.raymarchers import transmittance
-from nerf_lab.raysamplers import RayBundle, check_positive_int, ray_bundle_to_ray_points
+from nerf_lab.raysamplers import RayBundle, ray_bundle_to_ray_points
 from nerf_lab.renderer import Resampler
-from nerf_lab.resamplers import check_bool, lengths_to_edges
+from nerf_lab.resamplers import lengths_to_edges
 from nerf_lab.sample_pdf import invert_cdf, stratified_quantiles
+from nerf_lab.validate import check_bool, check_int, check_number, is_int
 
 __all__ = [
     "DensityGrid",
@@ -167,13 +168,9 @@ class DensityGrid(torch.nn.Module):
         density_init: float = 1.0,
     ) -> None:
         super().__init__()
-        self.resolution = check_positive_int("resolution", resolution)
-        if self.resolution < 2:
-            raise ValueError(f"resolution must be an integer >= 2; got {resolution!r}.")
+        self.resolution = check_int("resolution", resolution, 2)
         self.aabb = check_aabb("aabb", aabb)
-        if not (isinstance(density_init, (int, float)) and 0.0 < density_init < math.inf):
-            raise ValueError(f"density_init must be a finite number > 0; got {density_init!r}.")
-        self.shift = math.log(float(density_init))
+        self.shift = math.log(check_number("density_init", density_init, 0, low_open=True))
         r = self.resolution
         #: ``(R, R, R)`` raw values, indexed ``[z, y, x]`` (``grid_sample``'s layout).
         self.raw = torch.nn.Parameter(torch.zeros(r, r, r))
@@ -286,9 +283,7 @@ class ProposalResampler(Resampler):
     ) -> None:
         super().__init__()
         counts = list(n_proposal_samples) if isinstance(n_proposal_samples, Sequence) else []
-        if not counts or any(
-            isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in counts
-        ):
+        if not counts or any(not is_int(n) or n < 2 for n in counts):
             raise ValueError(
                 "n_proposal_samples must be a non-empty list of integers >= 2 (points per ray "
                 f"of each proposal level); got {n_proposal_samples!r}."
@@ -300,29 +295,16 @@ class ProposalResampler(Resampler):
                 f"{resolutions!r}."
             )
         self.n_proposal_samples = counts
-        self.n_pts_per_ray = check_positive_int("n_pts_per_ray", n_pts_per_ray)
+        self.n_pts_per_ray = check_int("n_pts_per_ray", n_pts_per_ray)
         self.stratified = check_bool("stratified", stratified)
         self.stratified_test = check_bool("stratified_test", stratified_test)
-        for name, value in (("histogram_padding", histogram_padding), ("lr_scale", lr_scale)):
-            if not (isinstance(value, (int, float)) and 0.0 < value < math.inf):
-                raise ValueError(f"{name} must be a finite number > 0; got {value!r}.")
-        if not (isinstance(anneal_slope, (int, float)) and 0.0 < anneal_slope < math.inf):
-            raise ValueError(f"anneal_slope must be a finite number > 0; got {anneal_slope!r}.")
-        if (
-            isinstance(anneal_max_num_iters, bool)
-            or not isinstance(anneal_max_num_iters, int)
-            or (anneal_max_num_iters < 0)
-        ):
-            raise ValueError(
-                f"anneal_max_num_iters must be an integer >= 0; got {anneal_max_num_iters!r}."
-            )
-        if not (isinstance(tv_weight, (int, float)) and 0.0 <= tv_weight < math.inf):
-            raise ValueError(f"tv_weight must be a finite number >= 0; got {tv_weight!r}.")
-        self.histogram_padding = float(histogram_padding)
-        self.anneal_slope = float(anneal_slope)
-        self.anneal_max_num_iters = anneal_max_num_iters
-        self.lr_scale = float(lr_scale)
-        self.tv_weight = float(tv_weight)
+        self.histogram_padding = check_number(
+            "histogram_padding", histogram_padding, 0, low_open=True
+        )
+        self.lr_scale = check_number("lr_scale", lr_scale, 0, low_open=True)
+        self.anneal_slope = check_number("anneal_slope", anneal_slope, 0, low_open=True)
+        self.anneal_max_num_iters = check_int("anneal_max_num_iters", anneal_max_num_iters, 0)
+        self.tv_weight = check_number("tv_weight", tv_weight, 0)
         self.fields = torch.nn.ModuleList(
             DensityGrid(resolution=r, aabb=aabb, density_init=density_init) for r in res
         )

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from nerf_lab.validate import check_int
+
 
 def shifted_cumprod(x: torch.Tensor, shift: int = 1) -> torch.Tensor:
     """Cumulative product along the last dim, shifted right by ``shift`` (ones fill in).
@@ -222,11 +224,7 @@ class EmissionAbsorptionRaymarcher(torch.nn.Module):
         check_bounds: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(surface_thickness, bool) or not isinstance(surface_thickness, int):
-            raise ValueError(f"surface_thickness must be an int >= 1; got {surface_thickness!r}.")
-        if surface_thickness < 1:
-            raise ValueError(f"surface_thickness must be >= 1; got {surface_thickness!r}.")
-        self.surface_thickness = surface_thickness
+        self.surface_thickness = check_int("surface_thickness", surface_thickness)
         self.background_color = (
             None if background_color is None else tuple(float(c) for c in background_color)
         )

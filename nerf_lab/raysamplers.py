@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 
 from nerf_lab.cameras import CamerasBase
+from nerf_lab.validate import check_int
 
 
 class RayBundle(NamedTuple):
@@ -60,13 +61,6 @@ def ray_bundle_to_ray_points(ray_bundle: RayBundle) -> torch.Tensor:
     return ray_bundle_variables_to_ray_points(
         ray_bundle.origins, ray_bundle.directions, ray_bundle.lengths
     )
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is an int >= 1, else raise ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return value
 
 
 def _check_depths(min_depth: float, max_depth: float) -> None:
@@ -236,11 +230,11 @@ class NDCMultinomialRaysampler(torch.nn.Module):
         stratified_sampling: bool = False,
     ) -> None:
         super().__init__()
-        self._image_width = check_positive_int("image_width", image_width)
-        self._image_height = check_positive_int("image_height", image_height)
-        self._n_pts_per_ray = check_positive_int("n_pts_per_ray", n_pts_per_ray)
+        self._image_width = check_int("image_width", image_width)
+        self._image_height = check_int("image_height", image_height)
+        self._n_pts_per_ray = check_int("n_pts_per_ray", n_pts_per_ray)
         if n_rays_per_image is not None:
-            check_positive_int("n_rays_per_image", n_rays_per_image)
+            check_int("n_rays_per_image", n_rays_per_image)
         _check_depths(min_depth, max_depth)
         self._min_depth = float(min_depth)
         self._max_depth = float(max_depth)
@@ -338,8 +332,8 @@ class MonteCarloRaysampler(torch.nn.Module):
             )
         self._min_x, self._max_x = float(min_x), float(max_x)
         self._min_y, self._max_y = float(min_y), float(max_y)
-        self._n_rays_per_image = check_positive_int("n_rays_per_image", n_rays_per_image)
-        self._n_pts_per_ray = check_positive_int("n_pts_per_ray", n_pts_per_ray)
+        self._n_rays_per_image = check_int("n_rays_per_image", n_rays_per_image)
+        self._n_pts_per_ray = check_int("n_pts_per_ray", n_pts_per_ray)
         _check_depths(min_depth, max_depth)
         self._min_depth = float(min_depth)
         self._max_depth = float(max_depth)

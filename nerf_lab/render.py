@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nerf_lab.cli import run_command
+from nerf_lab.validate import check_bool, check_choice, check_int, check_number, is_int
 
 PATHS = ("orbit", "spiral", "interpolate", "file")
 ALLOWED = {
@@ -41,20 +42,15 @@ ALLOWED = {
 }  # fmt: skip
 
 
-def _int(args: dict[str, Any], key: str, default: int | None, minimum: int = 1) -> int | None:
+def _int(args: dict[str, Any], key: str, default: int | None) -> int | None:
     v = args.get(key, default)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum):
-        raise ValueError(f"{key}={v!r}: must be an integer >= {minimum}.")
-    return v
+    return None if v is None else check_int(key, v, style="key")
 
 
 def _num(args: dict[str, Any], key: str, default: float | None, positive: bool = False) -> Any:
     v = args.get(key, default)
-    if v is not None and (
-        isinstance(v, bool) or not isinstance(v, int | float) or (positive and not v > 0)
-    ):
-        raise ValueError(f"{key}={v!r}: must be a {'positive ' if positive else ''}number.")
-    return None if v is None else float(v)
+    low = 0 if positive else None
+    return None if v is None else check_number(key, v, low, low_open=True, style="key")
 
 
 def path_cameras(run: Any, args: dict[str, Any]) -> tuple[Any, tuple[int, int] | None, float]:
@@ -68,8 +64,7 @@ def path_cameras(run: Any, args: dict[str, Any]) -> tuple[Any, tuple[int, int] |
     from nerf_lab.config import trainer_settings
 
     kind = args.get("path", "orbit")
-    if kind not in PATHS:
-        raise ValueError(f"path={kind!r}: must be one of {list(PATHS)}.")
+    check_choice("path", kind, PATHS, style="key")
     s = trainer_settings(run.config.trainer)
     frames = _int(args, "frames", 60)
     fps = _num(args, "fps", None, positive=True)
@@ -92,7 +87,7 @@ def path_cameras(run: Any, args: dict[str, Any]) -> tuple[Any, tuple[int, int] |
         if (
             not isinstance(keys, list)
             or len(keys) < 2
-            or not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < n for k in keys)
+            or not all(is_int(k) and 0 <= k < n for k in keys)
         ):
             raise ValueError(
                 f"keyframes={keys!r}: must be a list of >= 2 training view indices in [0, {n})."
@@ -120,8 +115,8 @@ def render_path(args: dict[str, Any]) -> Path:
     from nerf_lab.visualize import image_grid
 
     progress = args.get("progress")
-    if progress is not None and not isinstance(progress, bool):
-        raise ValueError(f"progress={progress!r}: must be true or false.")
+    if progress is not None:
+        check_bool("progress", progress, style="key")
     run = load_run(args["run_dir"], args.get("checkpoint"), args.get("device"),
                    args.get("chunk_size"))  # fmt: skip
     s = trainer_settings(run.config.trainer)

@@ -25,16 +25,15 @@ from nerf_lab.cameras import FoVPerspectiveCameras
 from nerf_lab.hooks import TrainingHooks
 from nerf_lab.raymarchers import RenderOutput
 from nerf_lab.raysamplers import RayBundle
+from nerf_lab.validate import check_choice, invalid, is_int
 
 VolumetricFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 def check_chunk_size(chunk_size: Any) -> int | None:
     """``chunk_size`` if it is ``None`` or a positive int, else ``ValueError``."""
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}.")
+    if chunk_size is not None and not (is_int(chunk_size) and chunk_size >= 1):
+        raise invalid("chunk_size", chunk_size, "a positive integer or None")
     return chunk_size
 
 
@@ -225,10 +224,7 @@ class Renderer(torch.nn.Module):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        if precision not in self.PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {list(self.PRECISIONS)}; got {precision!r}."
-            )
+        check_choice("precision", precision, self.PRECISIONS)
         self.field = field
         self.raymarcher = raymarcher
         self.resampler = resampler

@@ -25,24 +25,17 @@ from typing import Any, ClassVar
 
 import torch
 
-from nerf_lab.raysamplers import RayBundle, check_positive_int
+from nerf_lab.raysamplers import RayBundle
 from nerf_lab.renderer import Resampler
 from nerf_lab.sample_pdf import sample_pdf
+from nerf_lab.validate import check_bool, check_int
 
 __all__ = [
     "ProbabilisticRaysampler",
-    "check_bool",
     "split_resampler_output",
     "lengths_to_edges",
     "lengths_to_intervals",
 ]
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """Return ``value`` if it is a bool, else raise ``ValueError`` naming ``name``."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false; got {value!r}.")
-    return value
 
 
 def split_resampler_output(result: Any) -> tuple[RayBundle, dict[str, torch.Tensor]]:
@@ -129,7 +122,7 @@ class ProbabilisticRaysampler(Resampler):
         add_input_samples: bool = True,
     ) -> None:
         super().__init__()
-        self._n_pts_per_ray = check_positive_int("n_pts_per_ray", n_pts_per_ray)
+        self._n_pts_per_ray = check_int("n_pts_per_ray", n_pts_per_ray)
         self._stratified = check_bool("stratified", stratified)
         self._stratified_test = check_bool("stratified_test", stratified_test)
         self._add_input_samples = check_bool("add_input_samples", add_input_samples)

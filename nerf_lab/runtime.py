@@ -22,6 +22,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from nerf_lab.validate import check_choice, check_int, invalid, is_int
+
 log = logging.getLogger("nerf_lab")
 
 STATUSES = ("completed", "failed", "interrupted", "running")
@@ -50,7 +52,7 @@ def joblib_parallelism(n_jobs: Any, n_cores: int) -> int:
     """
     if n_jobs is None:
         return 1
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+    if not is_int(n_jobs) or n_jobs == 0:
         raise ValueError(
             f"hydra.launcher.n_jobs={n_jobs!r}: must be a non-zero integer "
             "(n > 0: n jobs at once; -1: one per core; -2: all cores but one, ...)."
@@ -78,8 +80,7 @@ def job_threads(launcher: Mapping[str, Any], n_cores: int) -> int | None:
     Raises:
         ValueError: ``n_cores < 1``, a bad ``n_jobs`` or a bad ``cpus_per_task``.
     """
-    if isinstance(n_cores, bool) or not isinstance(n_cores, int) or n_cores < 1:
-        raise ValueError(f"n_cores={n_cores!r}: must be an integer >= 1.")
+    check_int("n_cores", n_cores, style="key")
     target = str(launcher.get("_target_", "") or "")
     name = target.rsplit(".", 1)[-1]
     if name == _JOBLIB:
@@ -89,9 +90,9 @@ def job_threads(launcher: Mapping[str, Any], n_cores: int) -> int | None:
         cpus = launcher.get("cpus_per_task")
         if cpus is None:
             return None
-        if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
-            raise ValueError(
-                f"hydra.launcher.cpus_per_task={cpus!r}: must be an integer >= 1 or null."
+        if not is_int(cpus) or cpus < 1:
+            raise invalid(
+                "hydra.launcher.cpus_per_task", cpus, "a positive integer or null", style="key"
             )
         return cpus
     return None
@@ -142,8 +143,7 @@ def write_status(run_dir: Path, status: str, **fields: Any) -> None:
     """Replace ``run_dir/metrics.json`` (atomically) by ``{"status": status, **fields}``."""
     from nerf_lab.checkpoint import atomic_write_bytes
 
-    if status not in STATUSES:
-        raise ValueError(f"status={status!r}: must be one of {', '.join(STATUSES)}.")
+    check_choice("status", status, STATUSES, style="key")
     record = {"status": status, **fields}
     data = json.dumps(record, indent=2, default=str).encode()
     atomic_write_bytes(Path(run_dir) / "metrics.json", lambda f: f.write(data))

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from nerf_lab.validate import check_int
+
 __all__ = ["invert_cdf", "sample_pdf", "sample_pdf_python", "stratified_quantiles"]
 
 
@@ -133,8 +135,7 @@ def stratified_quantiles(
 
 
 def _check_inputs(bins: torch.Tensor, weights: torch.Tensor, n_samples: int) -> None:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+    check_int("n_samples", n_samples)
     if weights.dim() < 1 or weights.shape[-1] < 1:
         raise ValueError(f"weights must have shape (..., n_bins) with n_bins >= 1; got "
                          f"{tuple(weights.shape)}.")  # fmt: skip

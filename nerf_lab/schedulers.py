@@ -11,24 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
-    return value
-
-
-def _number(name: str, value: Any, lo: float, hi: float = math.inf, *, open_lo: bool) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    ok = ok and (value > lo if open_lo else value >= lo) and value <= hi
-    if not ok:
-        bounds = f"{'>' if open_lo else '>='} {lo}" + (f" and <= {hi}" if hi < math.inf else "")
-        raise ValueError(f"{name} must be a number {bounds}; got {value!r}.")
-    return float(value)
+from nerf_lab.validate import check_int, check_number, is_number
 
 
 def decay_milestones(n_iter: int, decay_at: Sequence[float]) -> list[int]:
@@ -116,12 +102,12 @@ def step_decay(
     ``reset_state_at_decay`` the optimiser's state is cleared at each milestone (the
     tutorial re-creates Adam at the drop, which also resets its moments).
     """
-    _positive_int("n_iter", n_iter)
+    check_int("n_iter", n_iter)
     if isinstance(decay_at, str | bytes) or not all(
-        isinstance(f, int | float) and not isinstance(f, bool) and 0.0 <= f <= 1.0 for f in decay_at
+        is_number(f) and 0.0 <= f <= 1.0 for f in decay_at
     ):
         raise ValueError(f"decay_at must be a list of fractions in [0, 1]; got {decay_at!r}.")
-    _number("gamma", gamma, 0.0, open_lo=True)
+    check_number("gamma", gamma, 0, low_open=True)
     return StepDecayLR(
         optimizer, StepFactor(decay_milestones(n_iter, decay_at), gamma), reset_state_at_decay
     )
@@ -131,8 +117,8 @@ def exponential_decay(
     optimizer: torch.optim.Optimizer, gamma: float = 0.1, step_size: float = 5000
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """``lr * gamma ** (iteration / step_size)`` (PyTorch3D ``projects/nerf``: 0.1, 5000)."""
-    _number("gamma", gamma, 0.0, open_lo=True)
-    _number("step_size", step_size, 0.0, open_lo=True)
+    check_number("gamma", gamma, 0, low_open=True)
+    check_number("step_size", step_size, 0, low_open=True)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, ExponentialFactor(gamma, step_size))
 
 
@@ -144,11 +130,10 @@ def warmup_cosine(
     warmup_start: float = 0.01,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over ``warmup`` iterations, then cosine decay to ``lr * min_factor``."""
-    _positive_int("n_iter", n_iter)
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= n_iter:
-        raise ValueError(f"warmup must be an integer in [0, n_iter={n_iter}]; got {warmup!r}.")
-    _number("min_factor", min_factor, 0.0, 1.0, open_lo=False)
-    _number("warmup_start", warmup_start, 0.0, 1.0, open_lo=False)
+    check_int("n_iter", n_iter)
+    check_int("warmup", warmup, 0, n_iter)
+    check_number("min_factor", min_factor, 0, 1)
+    check_number("warmup_start", warmup_start, 0, 1)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupCosineFactor(n_iter, warmup, min_factor, warmup_start)
     )

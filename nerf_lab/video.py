@@ -25,12 +25,12 @@ import logging
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from nerf_lab.fileio import atomic_write_data
+from nerf_lab.validate import check_choice, check_int, check_number
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +212,6 @@ def _frames_u8(frames: ArrayLike | Sequence[ArrayLike]) -> np.ndarray:
     return out
 
 
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number; got {value!r}.")
-    return float(value)
-
-
 # ---------------------------------------------------------------------------------------
 # Writers
 # ---------------------------------------------------------------------------------------
@@ -251,7 +245,7 @@ def write_gif(
     """
     import imageio.v3 as iio
 
-    fps = _positive("fps", fps)
+    fps = check_number("fps", fps, 0, low_open=True)
     u8 = _frames_u8(frames)
     data = iio.imwrite("<bytes>", u8, extension=".gif", duration=1000.0 / fps, loop=loop)
     return atomic_write_data(path, data)
@@ -305,9 +299,8 @@ def write_mp4(
         raise VideoBackendUnavailable(reason)
     import imageio_ffmpeg
 
-    fps = _positive("fps", fps)
-    if isinstance(quality, bool) or not isinstance(quality, int | float) or not 0 <= quality <= 10:
-        raise ValueError(f"quality must be in [0, 10]; got {quality!r}.")
+    fps = check_number("fps", fps, 0, low_open=True)
+    check_number("quality", quality, 0, 10)
     u8 = _pad_even(_frames_u8(frames))
     _, h, w, _ = u8.shape
     with tempfile.TemporaryDirectory(prefix="nerf_lab_mp4_") as tmp:
@@ -384,8 +377,7 @@ def apply_colormap(values: ArrayLike, cmap: str = "turbo") -> torch.Tensor:
     Returns:
         ``(..., 3)`` float32 in [0, 1]; 0 maps to the table's first colour, 1 to its last.
     """
-    if cmap not in COLORMAPS:
-        raise ValueError(f"cmap must be one of {sorted(COLORMAPS)}; got {cmap!r}.")
+    check_choice("cmap", cmap, sorted(COLORMAPS))
     v = _as_tensor(values)
     knots = COLORMAPS[cmap].to(v.device)
     n = knots.shape[0]
@@ -513,10 +505,8 @@ def labelled_panel(
 
     if not images:
         raise ValueError("images must hold at least one image.")
-    if isinstance(label_height, bool) or not isinstance(label_height, int) or label_height < 1:
-        raise ValueError(f"label_height must be an integer >= 1; got {label_height!r}.")
-    if isinstance(separator, bool) or not isinstance(separator, int) or separator < 0:
-        raise ValueError(f"separator must be an integer >= 0; got {separator!r}.")
+    check_int("label_height", label_height)
+    check_int("separator", separator, 0)
     tiles = {name: _as_rgb(name, im) for name, im in images.items()}
     sizes = {name: tuple(t.shape[:2]) for name, t in tiles.items()}
     if len(set(sizes.values())) != 1:

@@ -591,5 +591,5 @@ def test_hydra_options_build_the_scene(tmp_path, centred_capture, fmt):
     torch.testing.assert_close(got[..., :2], ref[..., :2] / 2, atol=2e-3, rtol=0)
     from hydra.errors import InstantiationException
 
-    with pytest.raises(InstantiationException, match="downscale must be an int >= 1; got 0"):
+    with pytest.raises(InstantiationException, match="downscale must be a positive integer; got 0"):
         instantiate(cfg, downscale=0)

@@ -67,7 +67,7 @@ def test_render_estimate_analytic():
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"n_rays": 0}, "n_rays=0: must be an integer >= 1"),
+        ({"n_rays": 0}, "n_rays=0: must be a positive integer"),
         ({"n_pts_per_ray": 2.5}, "n_pts_per_ray=2.5"),
         ({"activation_floats_per_point": -1.0}, "activation_floats_per_point=-1.0"),
         ({"activation_floats_per_point": float("nan")}, "activation_floats_per_point=nan"),

@@ -83,7 +83,7 @@ def test_bad_raymarcher_inputs(densities, features, match):
 
 
 def test_bad_raymarcher_args():
-    with pytest.raises(ValueError, match="surface_thickness must be >= 1; got 0"):
+    with pytest.raises(ValueError, match="surface_thickness must be a positive integer; got 0"):
         EmissionAbsorptionRaymarcher(0)
     with pytest.raises(ValueError, match="background_color has 4 values"):
         EmissionAbsorptionRaymarcher(background_color=(0, 0, 0, 0))(

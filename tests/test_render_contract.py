@@ -195,7 +195,7 @@ def test_penalty_terms_against_closed_forms(kind):
 def test_loss_terms_validate_and_need_their_targets():
     with pytest.raises(ValueError, match="kind must be one of"):
         ColorLoss(kind="l3")
-    with pytest.raises(ValueError, match="weight must be a number >= 0"):
+    with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
         ColorLoss(weight=-1)
     with pytest.raises(ValueError, match="passes must be one of"):
         ColorLoss(passes="coarse")

@@ -81,7 +81,7 @@ def test_harmonic_embedding_matches_tutorial_and_formula():
         torch.cos(x[0, 0, 2] * 0.1 * 32).item(), abs=1e-5
     )
     assert HarmonicEmbedding(3, append_input=True)(x).shape == (4, 5, 21)
-    with pytest.raises(ValueError, match="n_harmonic_functions must be >= 1; got 0"):
+    with pytest.raises(ValueError, match="n_harmonic_functions must be a positive integer; got 0"):
         HarmonicEmbedding(0)
 
 

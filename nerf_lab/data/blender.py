@@ -42,6 +42,7 @@ from nerf_lab.cameras import FoVPerspectiveCameras, screen_intrinsics
 from nerf_lab.data.bounds import box_depth_range
 from nerf_lab.data.scene import Scene, SceneValidationError, raise_if_problems
 from nerf_lab.data.views import parse_background
+from nerf_lab.validate import check_int, invalid, is_number
 
 DEFAULT_NEAR = 2.0
 DEFAULT_FAR = 6.0
@@ -250,10 +251,6 @@ def _stack_frames(records: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Te
     return rgb, alpha
 
 
-def _positive_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def load_blender(
     path: str | Path,
     background: str | Sequence[float] = "black",
@@ -295,11 +292,10 @@ def load_blender(
     """
     root = Path(path).expanduser().absolute()
     bg = parse_background(background)
-    if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
-        raise ValueError(f"downscale must be a positive int; got {downscale!r}.")
+    check_int("downscale", downscale)
     for label, value in (("near", near), ("far", far)):
-        if value is not None and not (_positive_number(value) and value > 0):
-            raise ValueError(f"{label} must be a positive number or None; got {value!r}.")
+        if value is not None and not (is_number(value) and value > 0):
+            raise invalid(label, value, "a finite number > 0 or None")
     if near is not None and far is not None and not near < far:
         raise ValueError(f"near must be < far; got near={near!r}, far={far!r}.")
     box = _check_scene_box(scene_box)
@@ -340,7 +336,7 @@ def load_blender(
             angle = frame.get("camera_angle_x", file_angle)
             if angle is None:
                 problems.append(f"{where}: no camera_angle_x (file or frame level)")
-            elif not (_positive_number(angle) and 0.0 < angle < math.pi):
+            elif not (is_number(angle) and 0.0 < angle < math.pi):
                 problems.append(f"{where}: camera_angle_x = {angle!r} is not in (0, pi)")
                 angle = None
             m = _check_matrix(frame.get("transform_matrix"), where, problems)
@@ -359,7 +355,7 @@ def load_blender(
                     has_alpha = image is not None and image["has_alpha"]
             z_near = near if near is not None else frame.get("near", meta.get("near", DEFAULT_NEAR))
             z_far = far if far is not None else frame.get("far", meta.get("far", DEFAULT_FAR))
-            if not (_positive_number(z_near) and _positive_number(z_far) and 0 < z_near < z_far):
+            if not (is_number(z_near) and is_number(z_far) and 0 < z_near < z_far):
                 problems.append(f"{where}: near/far = {z_near!r}/{z_far!r} invalid")
                 continue
             if angle is None or m is None or image is None:

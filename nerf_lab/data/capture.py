@@ -51,6 +51,7 @@ from nerf_lab.data.bounds import box_depth_range
 from nerf_lab.data.distortion import has_distortion, undistort_image
 from nerf_lab.data.scene import Scene, raise_if_problems
 from nerf_lab.data.views import parse_background
+from nerf_lab.validate import check_choice, check_int, check_number
 
 ROI_FROM = ("auto", "points", "cameras")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -407,8 +408,7 @@ def holdout_splits(names: Sequence[str], every: int = 8) -> dict[str, list[int]]
     Returns:
         ``{"train": [...], "test": [...]}``: indices into ``names``.
     """
-    if isinstance(every, bool) or not isinstance(every, int) or every < 2:
-        raise ValueError(f"holdout_every must be an int >= 2; got {every!r}.")
+    check_int("holdout_every", every, 2)
     order = sorted(range(len(names)), key=lambda i: names[i])
     test = sorted(order[k] for k in range(0, len(order), every))
     train = sorted(set(range(len(names))) - set(test))
@@ -423,15 +423,11 @@ def check_options(
     depth_margin: float,
 ) -> None:
     """Validate the options every capture builder shares (``ValueError`` naming the key)."""
-    if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
-        raise ValueError(f"downscale must be an int >= 1; got {downscale!r}.")
-    if roi_from not in ROI_FROM:
-        raise ValueError(f"roi_from must be one of {ROI_FROM}; got {roi_from!r}.")
+    check_int("downscale", downscale)
+    check_choice("roi_from", roi_from, ROI_FROM)
     for key, value in (("roi_percentile", roi_percentile), ("depth_percentile", depth_percentile)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 50:
-            raise ValueError(f"{key} must be a number in [0, 50); got {value!r}.")
-    if not isinstance(depth_margin, (int, float)) or not 0 <= depth_margin < 1:
-        raise ValueError(f"depth_margin must be a number in [0, 1); got {depth_margin!r}.")
+        check_number(key, value, 0, 50, high_open=True)
+    check_number("depth_margin", depth_margin, 0, 1, high_open=True)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from nerf_lab.data.capture import (
 )
 from nerf_lab.data.distortion import distort_image, has_distortion
 from nerf_lab.data.scene import Scene, SceneValidationError
+from nerf_lab.validate import check_choice
 
 # name -> (model id, parameter names)
 CAMERA_MODELS: dict[str, tuple[int, tuple[str, ...]]] = {
@@ -519,8 +520,7 @@ def export_colmap(
     """
     out = Path(out_dir).expanduser()
     model = camera_model or ("OPENCV" if has_distortion(distortion) else "PINHOLE")
-    if model not in CAMERA_MODELS:
-        raise ValueError(f"camera_model must be one of {list(CAMERA_MODELS)}; got {model!r}.")
+    check_choice("camera_model", model, CAMERA_MODELS)
     arrays = export_arrays(scene)
     H, W, focal, pp = arrays.height, arrays.width, arrays.focal, arrays.principal_point
     one_focal = model.startswith("SIMPLE") or model == "RADIAL"

@@ -16,7 +16,7 @@ from nerf_lab.data.mesh import TexturedMesh, load_obj_mesh, normalize_mesh
 from nerf_lab.data.render import SILHOUETTE_MODES, render_mesh
 from nerf_lab.data.scene import Scene, SceneValidationError, concat_cameras
 from nerf_lab.data.views import held_out_interior, orbit_cameras
-from nerf_lab.raysamplers import check_positive_int
+from nerf_lab.validate import check_choice, check_int, check_number
 
 COW_URL = "https://dl.fbaipublicfiles.com/pytorch3d/data/cow_mesh/"
 COW_FILES = {
@@ -150,10 +150,9 @@ def generate_cow_renders(
         ``cameras`` (``num_views``), ``images (num_views, S, S, 3)`` float32 in [0, 1] and
         ``silhouettes (num_views, S, S)`` float32 in {0, 1}.
     """
-    check_positive_int("num_views", num_views)
-    check_positive_int("image_size", image_size)
-    if silhouette not in SILHOUETTE_MODES:
-        raise ValueError(f"silhouette must be one of {SILHOUETTE_MODES}; got {silhouette!r}.")
+    check_int("num_views", num_views)
+    check_int("image_size", image_size)
+    check_choice("silhouette", silhouette, SILHOUETTE_MODES)
     cameras = cow_cameras(num_views, float(azimuth_range))
     images, silhouettes = render_cow(load_cow_mesh(data_dir), cameras, image_size, silhouette)
     return cameras, images, silhouettes
@@ -199,17 +198,12 @@ def cow_scene(
         The scene; its views are ordered: tutorial views, then extra test views, then
         elevated views.
     """
-    check_positive_int("num_views", num_views)
-    check_positive_int("image_size", image_size)
-    check_positive_int("n_test_views", n_test_views)
-    if isinstance(elevated_test_views, bool) or not isinstance(elevated_test_views, int):
-        raise ValueError(f"elevated_test_views must be an int >= 0; got {elevated_test_views!r}.")
-    if elevated_test_views < 0:
-        raise ValueError(f"elevated_test_views must be >= 0; got {elevated_test_views}.")
-    if not -90.0 < float(elevation_test) < 90.0:
-        raise ValueError(f"elevation_test must be in (-90, 90) degrees; got {elevation_test}.")
-    if silhouette not in SILHOUETTE_MODES:
-        raise ValueError(f"silhouette must be one of {SILHOUETTE_MODES}; got {silhouette!r}.")
+    check_int("num_views", num_views)
+    check_int("image_size", image_size)
+    check_int("n_test_views", n_test_views)
+    check_int("elevated_test_views", elevated_test_views, 0)
+    check_number("elevation_test", elevation_test, -90, 90, low_open=True, high_open=True)
+    check_choice("silhouette", silhouette, SILHOUETTE_MODES)
     if train_on_all_views:
         if n_test_views > num_views - 1:
             raise ValueError(

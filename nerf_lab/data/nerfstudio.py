@@ -44,13 +44,10 @@ from nerf_lab.data.capture import (
 )
 from nerf_lab.data.distortion import DISTORTION_KEYS, distort_image, has_distortion
 from nerf_lab.data.scene import Scene, SceneValidationError
+from nerf_lab.validate import is_number
 
 CAMERA_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV")
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _frame_intrinsics(
@@ -68,15 +65,15 @@ def _frame_intrinsics(
         )
         return None
     w, h = get("w"), get("h")
-    bad = [k for k, v in (("w", w), ("h", h)) if not (_number(v) and v >= 1 and v == int(v))]
+    bad = [k for k, v in (("w", w), ("h", h)) if not (is_number(v) and v >= 1 and v == int(v))]
     if bad:
         problems.append(f"{where}: image size {bad} missing or not a positive integer")
         return None
     w, h = int(w), int(h)
     fx, fy = get("fl_x"), get("fl_y")
-    if fx is None and _number(get("camera_angle_x")):
+    if fx is None and is_number(get("camera_angle_x")):
         fx = 0.5 * w / math.tan(0.5 * get("camera_angle_x"))
-    if fy is None and _number(get("camera_angle_y")):
+    if fy is None and is_number(get("camera_angle_y")):
         fy = 0.5 * h / math.tan(0.5 * get("camera_angle_y"))
     if fy is None:
         fy = fx
@@ -84,7 +81,7 @@ def _frame_intrinsics(
         fx = fy
     cx, cy = get("cx", w / 2.0), get("cy", h / 2.0)
     values = {"fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy}
-    bad = [k for k, v in values.items() if not _number(v)]
+    bad = [k for k, v in values.items() if not is_number(v)]
     if bad:
         problems.append(f"{where}: intrinsics {bad} missing or not numbers")
         return None
@@ -94,7 +91,7 @@ def _frame_intrinsics(
     dist: tuple[float, ...] = ()
     if model == "OPENCV":
         coeffs = [get(k, 0.0) for k in DISTORTION_KEYS]
-        bad = [k for k, v in zip(DISTORTION_KEYS, coeffs, strict=True) if not _number(v)]
+        bad = [k for k, v in zip(DISTORTION_KEYS, coeffs, strict=True) if not is_number(v)]
         if bad:
             problems.append(f"{where}: distortion {bad} not numbers")
             return None

@@ -13,6 +13,7 @@ from nerf_lab.data.mesh import TexturedMesh
 from nerf_lab.data.render import SILHOUETTE_MODES, render_mesh
 from nerf_lab.data.scene import Scene, concat_cameras
 from nerf_lab.data.views import orbit_cameras, orbit_layout, parse_background
+from nerf_lab.validate import check_choice, check_int, check_number
 
 
 def checker_texture(size: int = 256, n_u: int = 12, n_v: int = 6) -> torch.Tensor:
@@ -156,14 +157,10 @@ def _orbit_params(
         ("n_test_views", n_test_views),
         ("image_size", image_size),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}.")
-    if not distance > 0:
-        raise ValueError(f"distance must be > 0; got {distance!r}.")
-    if not 0 < fov < 180:
-        raise ValueError(f"fov must be in (0, 180) degrees; got {fov!r}.")
-    if silhouette not in SILHOUETTE_MODES:
-        raise ValueError(f"silhouette must be one of {SILHOUETTE_MODES}; got {silhouette!r}.")
+        check_int(name, value)
+    check_number("distance", distance, 0, low_open=True)
+    check_number("fov", fov, 0, 180, low_open=True, high_open=True)
+    check_choice("silhouette", silhouette, SILHOUETTE_MODES)
     light = None
     if light_location is not None:
         light = [float(c) for c in light_location]

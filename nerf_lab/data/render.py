@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from nerf_lab.cameras import CamerasBase
 from nerf_lab.data.mesh import TexturedMesh, vertex_normals
 from nerf_lab.data.raster import Fragments, rasterize
+from nerf_lab.validate import check_choice
 
 SIGMA = 1e-4
 # The tutorial's silhouette blur: log(1 / 1e-4 - 1) * sigma, compared with *squared* distances.
@@ -162,8 +163,7 @@ def render_mesh(
     Returns:
         ``images (n_views, H, W, 3)`` float32 and ``silhouettes (n_views, H, W)`` float32 {0, 1}.
     """
-    if silhouette not in SILHOUETTE_MODES:
-        raise ValueError(f"silhouette must be one of {SILHOUETTE_MODES}; got {silhouette!r}.")
+    check_choice("silhouette", silhouette, SILHOUETTE_MODES)
     if isinstance(image_size, int):
         hw = (image_size, image_size)
     else:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from nerf_lab.cameras import CamerasBase
+from nerf_lab.validate import is_number
 
 REQUIRED_SPLITS = ("train", "test")
 
@@ -182,7 +181,7 @@ def _check_depth_range(near: float | None, far: float | None) -> tuple[float | N
         if v is None:
             values.append(None)
             continue
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        if not is_number(v):
             raise ValueError(f"Scene {label} must be a finite number or None; got {v!r}.")
         values.append(float(v))
     lo, hi = values

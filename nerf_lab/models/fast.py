@@ -53,6 +53,7 @@ from nerf_lab.models.grid import (
 from nerf_lab.models.occupancy import occupancy_from_density, point_occupancy
 from nerf_lab.raymarchers import transmittance
 from nerf_lab.raysamplers import RayBundle
+from nerf_lab.validate import check_int, check_number
 
 __all__ = ["FastRadianceField"]
 
@@ -82,24 +83,6 @@ def _point_spacing(
     lo = torch.where(last, flat_index - 1, flat_index)
     ray = torch.div(flat_index, n_pts, rounding_mode="floor")
     return (flat[lo + 1] - flat[lo]) * directions.norm(dim=-1)[ray]
-
-
-# ---------------------------------------------------------------------------------------
-# Validation helpers
-# ---------------------------------------------------------------------------------------
-def _int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return value
-
-
-def _float(name: str, value: Any, minimum: float, *, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ValueError(f"{name} must be a number; got {value!r}.")
-    ok = value > minimum if strict else value >= minimum
-    if not ok or math.isinf(value):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}; got {value!r}.")
-    return float(value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,29 +140,25 @@ class FastRadianceField(RadianceField):
         tv_feature_samples: int = 0,
     ) -> None:
         super().__init__()
-        self.resolution = _int("resolution", resolution, 2)
-        self.n_features = _int("n_features", n_features, 1)
-        self.n_hidden_neurons = _int("n_hidden_neurons", n_hidden_neurons, 0)
-        self.n_harmonic_functions_dir = _int(
+        self.resolution = check_int("resolution", resolution, 2)
+        self.n_features = check_int("n_features", n_features)
+        self.n_hidden_neurons = check_int("n_hidden_neurons", n_hidden_neurons, 0)
+        self.n_harmonic_functions_dir = check_int(
             "n_harmonic_functions_dir", n_harmonic_functions_dir, 0
         )
-        self.bbox = _float("bbox", bbox, 0.0, strict=True)
-        self.density_init = _float("density_init", density_init, 0.0, strict=True)
-        self.occupancy_threshold = _float(
-            "occupancy_threshold", occupancy_threshold, 0.0, strict=False
+        self.bbox = check_number("bbox", bbox, 0, low_open=True)
+        self.density_init = check_number("density_init", density_init, 0, low_open=True)
+        self.occupancy_threshold = check_number("occupancy_threshold", occupancy_threshold, 0)
+        self.termination_threshold = check_number(
+            "termination_threshold", termination_threshold, 0, 1, high_open=True
         )
-        self.termination_threshold = _float(
-            "termination_threshold", termination_threshold, 0.0, strict=False
+        self.color_threshold = check_number(
+            "color_threshold", color_threshold, 0, 1, high_open=True
         )
-        if self.termination_threshold >= 1.0:
-            raise ValueError(f"termination_threshold must be < 1; got {termination_threshold!r}.")
-        self.color_threshold = _float("color_threshold", color_threshold, 0.0, strict=False)
-        if self.color_threshold >= 1.0:
-            raise ValueError(f"color_threshold must be < 1; got {color_threshold!r}.")
-        self.grid_lr_scale = _float("grid_lr_scale", grid_lr_scale, 0.0, strict=True)
-        self.tv_weight = _float("tv_weight", tv_weight, 0.0, strict=False)
-        self.tv_feature_weight = _float("tv_feature_weight", tv_feature_weight, 0.0, strict=False)
-        self.tv_feature_samples = _int("tv_feature_samples", tv_feature_samples, 0)
+        self.grid_lr_scale = check_number("grid_lr_scale", grid_lr_scale, 0, low_open=True)
+        self.tv_weight = check_number("tv_weight", tv_weight, 0)
+        self.tv_feature_weight = check_number("tv_feature_weight", tv_feature_weight, 0)
+        self.tv_feature_samples = check_int("tv_feature_samples", tv_feature_samples, 0)
         if self.n_hidden_neurons == 0 and self.n_features < 3:
             raise ValueError(
                 f"n_hidden_neurons=0 decodes colours from the first 3 features, so n_features "

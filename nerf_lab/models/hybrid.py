@@ -34,14 +34,13 @@ from nerf_lab.encodings import HarmonicEmbedding, SphericalHarmonicsEncoding
 from nerf_lab.models.base import RadianceField
 from nerf_lab.models.nerf import sample_spacing
 from nerf_lab.raysamplers import RayBundle, ray_bundle_to_ray_points
+from nerf_lab.validate import check_choice, check_int, check_number
 
 __all__ = [
     "DENSITY_ACTIVATIONS",
     "DIRECTION_ENCODINGS",
     "DensityColorDecoder",
     "EncodedField",
-    "check_number",
-    "check_positive_int",
     "density_activation",
     "normalize_aabb",
     "parse_aabb",
@@ -51,37 +50,6 @@ __all__ = [
 
 DENSITY_ACTIVATIONS = ("trunc_exp", "exp", "softplus", "relu")
 DIRECTION_ENCODINGS = ("sh", "harmonic", "none")
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """``value`` if it is an int >= 1, else ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return value
-
-
-def check_number(
-    name: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-) -> float:
-    """``float(value)`` if it is a real number in the range, else ``ValueError``.
-
-    ``low``/``high`` are inclusive bounds (``low_open``: ``low`` exclusive).
-    """
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
-        hi = "" if high is None else f"<= {high}"
-        rng = " and ".join(x for x in (lo, hi) if x)
-        raise ValueError(f"{name} must be a number{' ' + rng if rng else ''}; got {value!r}.")
-    return float(value)
 
 
 class _TruncExp(torch.autograd.Function):
@@ -211,27 +179,14 @@ class DensityColorDecoder(torch.nn.Module):
         density_bias: float = -1.0,
     ) -> None:
         super().__init__()
-        check_positive_int("n_input", n_input)
-        check_positive_int("n_hidden_density", n_hidden_density)
-        if (
-            isinstance(n_density_layers, bool)
-            or not isinstance(n_density_layers, int)
-            or (n_density_layers < 0)
-        ):
-            raise ValueError(f"n_density_layers must be an integer >= 0; got {n_density_layers!r}.")
-        check_positive_int("geo_feat_dim", geo_feat_dim)
-        check_positive_int("n_hidden_color", n_hidden_color)
-        check_positive_int("n_color_layers", n_color_layers)
-        if direction_encoding not in DIRECTION_ENCODINGS:
-            raise ValueError(
-                f"direction_encoding must be one of {DIRECTION_ENCODINGS}; "
-                f"got {direction_encoding!r}."
-            )
-        if density_activation not in DENSITY_ACTIVATIONS:
-            raise ValueError(
-                f"density_activation must be one of {DENSITY_ACTIVATIONS}; "
-                f"got {density_activation!r}."
-            )
+        check_int("n_input", n_input)
+        check_int("n_hidden_density", n_hidden_density)
+        check_int("n_density_layers", n_density_layers, 0)
+        check_int("geo_feat_dim", geo_feat_dim)
+        check_int("n_hidden_color", n_hidden_color)
+        check_int("n_color_layers", n_color_layers)
+        check_choice("direction_encoding", direction_encoding, DIRECTION_ENCODINGS)
+        check_choice("density_activation", density_activation, DENSITY_ACTIVATIONS)
         self.density_bias = check_number("density_bias", density_bias)
         self.density_activation = density_activation
         self.geo_feat_dim = geo_feat_dim
@@ -241,7 +196,7 @@ class DensityColorDecoder(torch.nn.Module):
             self.dir_encoder = SphericalHarmonicsEncoding(sh_degree)
             n_dir = self.dir_encoder.get_output_dim()
         elif direction_encoding == "harmonic":
-            check_positive_int("n_harmonic_functions_dir", n_harmonic_functions_dir)
+            check_int("n_harmonic_functions_dir", n_harmonic_functions_dir)
             self.dir_encoder = HarmonicEmbedding(
                 n_harmonic_functions_dir, omega0=1.0, append_input=True
             )

@@ -29,7 +29,8 @@ from nerf_lab.encodings_planes import (
     plane_views,
 )
 from nerf_lab.hooks import ParamGroup
-from nerf_lab.models.hybrid import DensityColorDecoder, EncodedField, check_number
+from nerf_lab.models.hybrid import DensityColorDecoder, EncodedField
+from nerf_lab.validate import check_bool, check_int, check_number
 
 __all__ = ["KPlanesField"]
 
@@ -84,10 +85,8 @@ class KPlanesField(EncodedField):
     ) -> None:
         super().__init__(aabb)
         self.layout = plane_layout(resolution, multiscale)
-        if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
-            raise ValueError(f"n_features must be a positive integer; got {n_features!r}.")
-        if not isinstance(concat_features, bool):
-            raise ValueError(f"concat_features must be true or false; got {concat_features!r}.")
+        check_int("n_features", n_features)
+        check_bool("concat_features", concat_features)
         low = check_number("init_low", init_low)
         high = check_number("init_high", init_high)
         if not low <= high:
@@ -95,9 +94,9 @@ class KPlanesField(EncodedField):
                 f"init_low must be <= init_high; got init_low={init_low!r}, "
                 f"init_high={init_high!r}."
             )
-        self.plane_lr_scale = check_number("plane_lr_scale", plane_lr_scale, 0.0, low_open=True)
-        self.tv_weight = check_number("tv_weight", tv_weight, 0.0)
-        self.l1_weight = check_number("l1_weight", l1_weight, 0.0)
+        self.plane_lr_scale = check_number("plane_lr_scale", plane_lr_scale, 0, low_open=True)
+        self.tv_weight = check_number("tv_weight", tv_weight, 0)
+        self.l1_weight = check_number("l1_weight", l1_weight, 0)
         self.concat_features = concat_features
         self.n_features = n_features
         table = torch.empty(self.layout.n_rows, n_features).uniform_(low, high)

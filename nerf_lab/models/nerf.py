@@ -11,6 +11,7 @@ from nerf_lab.encodings import HarmonicEmbedding
 from nerf_lab.raymarchers import transmittance
 from nerf_lab.raysamplers import RayBundle, ray_bundle_to_ray_points
 from nerf_lab.renderer import chunked_volumetric_function
+from nerf_lab.validate import check_choice, check_int, check_number
 
 DENSITY_SCALINGS = ("none", "spacing")
 
@@ -94,25 +95,12 @@ class NeuralRadianceField(torch.nn.Module):
         render_color_threshold: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(n_hidden_neurons, bool) or not isinstance(n_hidden_neurons, int):
-            raise ValueError(f"n_hidden_neurons must be an integer >= 1; got {n_hidden_neurons!r}.")
-        if n_hidden_neurons < 1:
-            raise ValueError(f"n_hidden_neurons must be >= 1; got {n_hidden_neurons!r}.")
-        if density_scaling not in DENSITY_SCALINGS:
-            raise ValueError(
-                f"density_scaling must be one of {DENSITY_SCALINGS}; got {density_scaling!r}."
-            )
-        if (
-            isinstance(render_color_threshold, bool)
-            or not isinstance(render_color_threshold, int | float)
-            or not 0.0 <= render_color_threshold < 1.0
-        ):
-            raise ValueError(
-                "render_color_threshold must be a number in [0, 1); "
-                f"got {render_color_threshold!r}."
-            )
+        check_int("n_hidden_neurons", n_hidden_neurons)
+        check_choice("density_scaling", density_scaling, DENSITY_SCALINGS)
         self.density_scaling = density_scaling
-        self.render_color_threshold = float(render_color_threshold)
+        self.render_color_threshold = check_number(
+            "render_color_threshold", render_color_threshold, 0, 1, high_open=True
+        )
         self.harmonic_embedding = HarmonicEmbedding(n_harmonic_functions, omega0)
         embedding_dim = n_harmonic_functions * 2 * 3
         self.mlp = torch.nn.Sequential(

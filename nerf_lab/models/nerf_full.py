@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from nerf_lab.encodings import HarmonicEmbedding
 from nerf_lab.hooks import ParamGroup
 from nerf_lab.models.base import RadianceField
-from nerf_lab.models.hybrid import check_number, check_positive_int
 from nerf_lab.raysamplers import RayBundle, ray_bundle_to_ray_points
+from nerf_lab.validate import check_bool, check_choice, check_int, check_number, is_int
 
 __all__ = ["LAST_SPACINGS", "LinearWithRepeat", "MLPWithInputSkips", "NeRFFullField",
            "nerf_deltas"]  # fmt: skip
@@ -66,8 +66,7 @@ def nerf_deltas(
     Returns:
         ``(..., n_pts_per_ray)``.
     """
-    if last_spacing not in LAST_SPACINGS:
-        raise ValueError(f"last_spacing must be one of {LAST_SPACINGS}; got {last_spacing!r}.")
+    check_choice("last_spacing", last_spacing, LAST_SPACINGS)
     deltas = lengths[..., 1:] - lengths[..., :-1]
     if last_spacing == "far":
         last = torch.full_like(lengths[..., :1], 1e10)
@@ -205,23 +204,16 @@ class NeRFFullField(RadianceField):
             ("n_hidden_neurons_dir", n_hidden_neurons_dir),
             ("n_layers_xyz", n_layers_xyz),
         ):
-            check_positive_int(name, value)
+            check_int(name, value)
         skips = list(append_xyz) if isinstance(append_xyz, Sequence) else None
-        if skips is None or any(
-            isinstance(i, bool) or not isinstance(i, int) or not 1 <= i < n_layers_xyz
-            for i in skips
-        ):
+        if skips is None or any(not is_int(i) or not 1 <= i < n_layers_xyz for i in skips):
             raise ValueError(
                 f"append_xyz must be a list of layer indices in [1, {n_layers_xyz}) "
                 f"(n_layers_xyz={n_layers_xyz}); got {append_xyz!r}."
             )
-        if not isinstance(use_multiple_streams, bool):
-            raise ValueError(
-                f"use_multiple_streams must be true or false; got {use_multiple_streams!r}."
-            )
-        self.density_noise_std = check_number("density_noise_std", density_noise_std, 0.0)
-        if last_spacing not in LAST_SPACINGS:
-            raise ValueError(f"last_spacing must be one of {LAST_SPACINGS}; got {last_spacing!r}.")
+        check_bool("use_multiple_streams", use_multiple_streams)
+        self.density_noise_std = check_number("density_noise_std", density_noise_std, 0)
+        check_choice("last_spacing", last_spacing, LAST_SPACINGS)
         self.last_spacing = last_spacing
 
         self.harmonic_embedding_xyz = HarmonicEmbedding(

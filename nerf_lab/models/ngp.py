@@ -17,7 +17,8 @@ import torch
 
 from nerf_lab.encodings_hash import MultiresolutionHashEncoding
 from nerf_lab.hooks import ParamGroup
-from nerf_lab.models.hybrid import DensityColorDecoder, EncodedField, check_number
+from nerf_lab.models.hybrid import DensityColorDecoder, EncodedField
+from nerf_lab.validate import check_number
 
 __all__ = ["NGPField"]
 
@@ -72,8 +73,8 @@ class NGPField(EncodedField):
         mlp_l2_weight: float = 0.0,
     ) -> None:
         super().__init__(aabb)
-        self.table_lr_scale = check_number("table_lr_scale", table_lr_scale, 0.0, low_open=True)
-        self.mlp_l2_weight = check_number("mlp_l2_weight", mlp_l2_weight, 0.0)
+        self.table_lr_scale = check_number("table_lr_scale", table_lr_scale, 0, low_open=True)
+        self.mlp_l2_weight = check_number("mlp_l2_weight", mlp_l2_weight, 0)
         self.encoding = MultiresolutionHashEncoding(
             n_levels=n_levels,
             n_features_per_level=n_features_per_level,
