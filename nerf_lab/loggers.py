@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -224,9 +225,10 @@ class FanOutLogger(Logger):
 class TensorBoardLogger(Logger):
     """TensorBoard event files in the run directory (``tensorboard --logdir outputs``).
 
-    A resume purges the events after the resumed step (``purge_step``), so the curves have
-    no doubled stretch. Hyperparameters go into the run's own event file (not a sub-run)
-    for the HParams dashboard.
+    A resume purges the events logged after the resumed checkpoint's step by the attempt
+    that was interrupted (``purge_step``), so the curves have no doubled stretch.
+    Hyperparameters go into the run's own event file (not a sub-run) for the HParams
+    dashboard.
 
     Args:
         flush_secs: seconds between writes of queued events to disk (>= 1).
@@ -237,7 +239,7 @@ class TensorBoardLogger(Logger):
         problems: list[str] = []
         for key, value in (("flush_secs", flush_secs), ("max_queue", max_queue)):
             ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-            _check(problems, f"logger.tensorboard.{key}", value, ok, "an integer >= 1")
+            _check(problems, key, value, ok, "an integer >= 1")
         _raise(problems)
         self.flush_secs, self.max_queue = flush_secs, max_queue
         self.writer: Any = None
@@ -247,7 +249,7 @@ class TensorBoardLogger(Logger):
 
         self.writer = SummaryWriter(
             log_dir=str(run.run_dir),
-            purge_step=run.step or None,
+            purge_step=run.step + 1 if run.step else None,
             max_queue=self.max_queue,
             flush_secs=self.flush_secs,
         )
@@ -318,9 +320,9 @@ class CSVLogger(Logger):
             and "\\" not in filename
             and filename not in (".", "..")
         )
-        _check(problems, "logger.csv.filename", filename, ok, "a file name without folders")
+        _check(problems, "filename", filename, ok, "a file name without folders")
         ok = isinstance(save_images, bool)
-        _check(problems, "logger.csv.save_images", save_images, ok, "true or false")
+        _check(problems, "save_images", save_images, ok, "true or false")
         _raise(problems)
         self.filename, self.save_images = filename, save_images
         self.path: Path | None = None
@@ -328,6 +330,7 @@ class CSVLogger(Logger):
         self._csv: Any = None
 
     def start(self, run: RunInfo) -> None:
+        Path(run.run_dir).mkdir(parents=True, exist_ok=True)
         self.path = Path(run.run_dir) / self.filename
         self.image_dir = Path(run.run_dir) / "images"
         if self.path.exists() and self.path.stat().st_size:
@@ -418,8 +421,9 @@ class WandbLogger(Logger):
     uploads them later); its config is the run's resolved config (hyperparameters under
     ``hparams``), its name the run directory's name unless ``name`` is set. Scalars are
     logged against ``trainer/step`` (W&B's own ``_step`` only counts calls), so a resume
-    that redoes steps does not collide with W&B's monotonic step. The W&B run id is kept
-    in ``<run_dir>/wandb_run.json``: a resume of the same nerf_lab run continues it.
+    that redoes steps does not collide with W&B's monotonic step. The W&B run id (nerf_lab's
+    run id) is kept in ``<run_dir>/wandb_run.json``: a resume of the same nerf_lab run
+    continues it.
 
     Args:
         project: the W&B project.
@@ -443,14 +447,14 @@ class WandbLogger(Logger):
     ) -> None:
         problems: list[str] = []
         ok = isinstance(project, str) and bool(project.strip())
-        _check(problems, "logger.wandb.project", project, ok, "a non-empty string")
+        _check(problems, "project", project, ok, "a non-empty string")
         for key, value in (("entity", entity), ("name", name), ("group", group)):
-            _check(problems, f"logger.wandb.{key}", value, _opt_str(value), "null or a string")
-        _check(problems, "logger.wandb.mode", mode, mode in WANDB_MODES, f"one of {WANDB_MODES}")
+            _check(problems, key, value, _opt_str(value), "null or a string")
+        _check(problems, "mode", mode, mode in WANDB_MODES, f"one of {WANDB_MODES}")
         ok = not isinstance(tags, str) and all(isinstance(t, str) for t in tags)
-        _check(problems, "logger.wandb.tags", tags, ok, "a list of strings")
+        _check(problems, "tags", tags, ok, "a list of strings")
         ok = isinstance(log_images, bool)
-        _check(problems, "logger.wandb.log_images", log_images, ok, "true or false")
+        _check(problems, "log_images", log_images, ok, "true or false")
         _raise(problems)
         self.wandb = require_extra("wandb", "wandb", "wandb")
         self.project, self.entity, self.mode = project, entity, mode
@@ -460,12 +464,13 @@ class WandbLogger(Logger):
 
     def start(self, run: RunInfo) -> None:
         wandb = self.wandb
+        Path(run.run_dir).mkdir(parents=True, exist_ok=True)
         id_file = Path(run.run_dir) / "wandb_run.json"
         saved = _read_json(id_file)
         if run.run_id is not None and saved.get("run_id") == run.run_id and saved.get("wandb_id"):
             wandb_id = str(saved["wandb_id"])
         else:
-            wandb_id = wandb.util.generate_id()
+            wandb_id = run.run_id or secrets.token_hex(8)
             _write_json(id_file, {"run_id": run.run_id, "wandb_id": wandb_id})
         self.run = wandb.init(
             project=self.project,
@@ -519,9 +524,13 @@ _MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED", "failed": "F
 
 
 def mlflow_name(tag: str) -> str:
-    """``tag`` with the characters MLflow refuses in names replaced by ``_``
-    (``geometry/fscore@0.05`` → ``geometry/fscore_0.05``)."""
-    return _MLFLOW_BAD.sub("_", tag)
+    """``tag`` as an MLflow metric or param name: the first ``/`` kept (MLflow's UI groups
+    charts by it), later ones as ``.`` (MLflow's file store keeps ``a/b`` as a file, so
+    ``train/loss`` and ``train/loss/color`` could not both exist), characters MLflow
+    refuses as ``_``: ``train/loss/color`` → ``train/loss.color``,
+    ``geometry/fscore@0.05`` → ``geometry/fscore_0.05``."""
+    head, sep, rest = _MLFLOW_BAD.sub("_", tag).partition("/")
+    return head + sep + rest.replace("/", ".")
 
 
 class MLFlowLogger(Logger):
@@ -530,8 +539,8 @@ class MLFlowLogger(Logger):
     Without ``tracking_uri`` the runs go to a local file store in ``<run_dir>/mlruns``
     (``mlflow ui --backend-store-uri <run_dir>/mlruns``); MLflow keeps that store in
     maintenance mode, so this logger sets ``MLFLOW_ALLOW_FILE_STORE=true`` for it. Params
-    are the flattened hyperparameters; metrics every scalar (names with characters MLflow
-    refuses, e.g. ``@``, get ``_``); images (``log_images``) and the resolved config
+    are the flattened hyperparameters; metrics every scalar (named by :func:`mlflow_name`:
+    ``train/loss/color`` → ``train/loss.color``); images (``log_images``) and the resolved config
     (``config.json``) go in as artifacts. The MLflow run id is kept in
     ``<run_dir>/mlflow_run.json``: a resume of the same nerf_lab run continues it.
 
@@ -554,13 +563,13 @@ class MLFlowLogger(Logger):
     ) -> None:
         problems: list[str] = []
         for key, value in (("tracking_uri", tracking_uri), ("run_name", run_name)):
-            _check(problems, f"logger.mlflow.{key}", value, _opt_str(value), "null or a string")
+            _check(problems, key, value, _opt_str(value), "null or a string")
         ok = isinstance(experiment_name, str) and bool(experiment_name.strip())
-        _check(problems, "logger.mlflow.experiment_name", experiment_name, ok, "a non-empty string")
+        _check(problems, "experiment_name", experiment_name, ok, "a non-empty string")
         ok = tags is None or isinstance(tags, Mapping)
-        _check(problems, "logger.mlflow.tags", tags, ok, "a mapping of names to values")
+        _check(problems, "tags", tags, ok, "a mapping of names to values")
         ok = isinstance(log_images, bool)
-        _check(problems, "logger.mlflow.log_images", log_images, ok, "true or false")
+        _check(problems, "log_images", log_images, ok, "true or false")
         _raise(problems)
         self.mlflow = require_extra("mlflow", "mlflow", "mlflow")
         self.tracking_uri, self.experiment_name = tracking_uri, experiment_name
