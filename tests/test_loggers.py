@@ -222,6 +222,7 @@ def test_default_is_tensorboard_and_lists_combine():
     assert names(["+logger=csv"]) == ["TensorBoardLogger", "CSVLogger"]  # appended
     assert names(["logger=csv"]) == ["CSVLogger"]
     assert names(["logger=[]"]) == []
+    assert names(["logger=[tensorboard,csv]", "logger.csv=null"]) == ["TensorBoardLogger"]
 
 
 def test_logger_keys_are_checked_before_anything_is_built():
