@@ -146,7 +146,6 @@ def export_mesh_at_end(trainer: Any) -> dict[str, Any]:
     geometry = {k: v for k, v in result.items() if k.startswith("geometry/")}
     if geometry:
         trainer.logger.log_scalars(geometry, trainer.step)
-    if geometry:
         merge_eval_json(trainer.run_dir / "eval.json", {**geometry, "geometry/mesh": str(out_dir)})
     log.info("Mesh: %s (%d vertices) %s", result.get("mesh_ply"), result.get("n_vertices", 0),
              " ".join(f"{k}={v:.4g}" for k, v in geometry.items()))  # fmt: skip

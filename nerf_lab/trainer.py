@@ -367,7 +367,7 @@ class Trainer:
         self.logger.log_image("render/heldout", panel, self.step)
 
     def turntable(self, out_dir: Path | None = None) -> Path | None:
-        """The tutorial's rotating render: GIF and PNG grid (and a grid in TensorBoard)."""
+        """The tutorial's rotating render: GIF and PNG grid (and a grid in the loggers)."""
         if self.s.turntable_frames < 1:
             return None
         cams = turntable_cameras(
