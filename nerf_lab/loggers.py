@@ -344,12 +344,16 @@ class CSVLogger(Logger):
             self._file.flush()
 
     def _keep_until(self, step: int) -> None:
-        """Drop the rows of steps after ``step`` (atomically), after checking the header."""
+        """Drop the rows of steps after ``step`` and a row cut short by a kill (atomically),
+        after checking the header."""
         from nerf_lab.fileio import atomic_write_data
 
         assert self.path is not None
         with open(self.path, newline="") as f:
-            rows = list(csv.reader(f))
+            raw = f.read()
+        rows = list(csv.reader(io.StringIO(raw)))
+        if not raw.endswith("\n"):
+            rows = rows[:-1] if len(rows) > 1 else rows  # the last row was being written
         if not rows or tuple(rows[0]) != CSV_HEADER:
             raise ValueError(
                 f"{self.path} exists but is not a nerf_lab metrics file (its header is "
@@ -357,7 +361,7 @@ class CSVLogger(Logger):
                 "set logger.csv.filename"
             )
         kept = [r for r in rows[1:] if len(r) == len(CSV_HEADER) and _step_of(r) <= step]
-        if len(kept) == len(rows) - 1:
+        if len(kept) == len(rows) - 1 and raw.endswith("\n"):
             return
         text = io.StringIO()
         w = csv.writer(text, lineterminator="\n")
@@ -415,7 +419,7 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 
 class WandbLogger(Logger):
-    """Weights & Biases (extra ``wandb``), offline by default: never a log-in, no network.
+    """Weights & Biases (extra ``wandb``), offline by default (no log-in; files only).
 
     The run's files go to ``<run_dir>/wandb/`` (offline: ``wandb sync <that folder>``
     uploads them later); its config is the run's resolved config (hyperparameters under

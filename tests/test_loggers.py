@@ -168,6 +168,24 @@ def test_csv_logger_refuses_a_foreign_file(tmp_path):
         CSVLogger().start(RunInfo(tmp_path, step=5))
 
 
+def test_csv_logger_resume_drops_later_steps_and_a_cut_row(tmp_path):
+    header = "step,tag,value,wall_time\n"
+    rows = "1,a,0.5,1.0\n2,a,0.25,2.0\n3,a,0.125,3.0\n"
+    (tmp_path / "metrics.csv").write_text(header + rows + "4,a,0.0")  # killed mid-row
+    logger = CSVLogger()
+    logger.start(RunInfo(tmp_path, step=2))
+    logger.log_scalars({"a": 9.0}, 3)
+    logger.close()
+    assert read_metrics_csv(tmp_path / "metrics.csv") == {"a": [(1, 0.5), (2, 0.25), (3, 9.0)]}
+    assert (tmp_path / "metrics.csv").read_text().count("step,") == 1
+    (tmp_path / "metrics.csv").write_text(header + "1,a,0.5,1.0")  # cut, nothing to drop
+    logger = CSVLogger()
+    logger.start(RunInfo(tmp_path, step=5))
+    logger.log_scalars({"a": 7.0}, 6)
+    logger.close()
+    assert read_metrics_csv(tmp_path / "metrics.csv") == {"a": [(6, 7.0)]}
+
+
 def test_csv_logger_writes_images_only_when_asked(tmp_path):
     for save, expected in ((False, []), (True, ["images/render_heldout/step_00000007.png"])):
         run_dir = tmp_path / str(save)
