@@ -446,6 +446,45 @@ def check_limits(
     check_memory(train, render, n_rays, n_pts, components.device.type, available)
 
 
+def build_loggers(cfg: DictConfig) -> Any:
+    """The loggers of ``cfg.logger`` (one named node per option: ``logger=[tensorboard,csv]``
+    composes ``{tensorboard: {...}, csv: {...}}``; a ``null`` node is left out; no
+    ``logger`` key: none) as one :class:`~nerf_lab.loggers.FanOutLogger`. Keys are checked
+    against each target first; a logger's missing package is an error here, before the
+    data are loaded.
+
+    Raises:
+        ConfigValueError: for unknown keys or a node that is not a logger.
+        ValueError: a logger's own check, or its extra not installed (naming it).
+    """
+    from nerf_lab.config import node_key_problems
+    from nerf_lab.loggers import FanOutLogger, Logger
+
+    node = cfg.get("logger")
+    if node is None:
+        return FanOutLogger([])
+    if not isinstance(node, DictConfig):
+        raise ConfigValueError([
+            f"logger: must hold named logger nodes (logger=[tensorboard,csv]), got {node!r}"
+        ])  # fmt: skip
+    problems = node_key_problems(node, "logger")
+    if problems:
+        raise ConfigValueError(problems)
+    loggers = []
+    for name, sub in node.items():
+        if sub is None:
+            continue
+        if not isinstance(sub, DictConfig) or "_target_" not in sub:
+            raise ConfigValueError([f"logger.{name}: must be a node with a _target_, got {sub!r}"])
+        built = build(sub, f"logger.{name}")
+        if not isinstance(built, Logger):
+            raise ConfigValueError([
+                f"logger.{name}: {type(built).__name__} is not a nerf_lab.loggers.Logger"
+            ])  # fmt: skip
+        loggers.append(built)
+    return FanOutLogger(loggers)
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> Any:
     """Check ``cfg``, decide the run's start (:func:`prepare_run`), build every component
     (cheap ones first, limits checked, data last) and the trainer; record the start."""
@@ -456,6 +495,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = 
     check_writable(run_dir)
     start = prepare_run(cfg, run_dir)
     components = build_components(cfg)
+    loggers = build_loggers(cfg)
     check_limits(cfg, components)
     take_over(run_dir, start)
     s = components.settings
@@ -487,6 +527,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = 
         extra_state={"render_setup": render_setup(cfg, scene)},
         run_id=start.run_id,
         resume_from=start.resume,
+        logger=loggers,
     )
     record_start(run_dir, start, list(overrides or []))
     return trainer

@@ -10,7 +10,7 @@ resolved, plain containers, data paths absolute) key by key:
   not change: :class:`ResumeConfigError` lists every difference;
 * keys that only say how to run (:data:`MUTABLE_TRAINER_KEYS`: ``n_iter``, intervals,
   device, logging, chunk sizes, threads, progress bar, renders, ``resume``/``overwrite``;
-  top-level ``name`` and ``allow_targets``) are applied and returned, for the log.
+  top-level ``name``, ``allow_targets`` and ``logger``) are applied and returned, for the log.
   ``trainer.n_iter`` may not fall below the checkpoint's step.
 
 A key of an experiment group whose value is an interpolation of a mutable key (e.g. a
@@ -33,7 +33,7 @@ MUTABLE_TRAINER_KEYS = frozenset(
     }
 )  # fmt: skip
 #: Top-level keys a resume may change.
-MUTABLE_TOP_KEYS = frozenset({"name", "allow_targets"})
+MUTABLE_TOP_KEYS = frozenset({"name", "allow_targets", "logger"})
 
 _MISSING = "<missing>"
 

@@ -1,4 +1,5 @@
-"""What a training run writes to TensorBoard and to its log while it trains."""
+"""What a training run writes to its loggers (:mod:`nerf_lab.loggers`: TensorBoard by
+default) and to its log while it trains."""
 
 from __future__ import annotations
 
@@ -7,29 +8,31 @@ from typing import Any
 
 log = logging.getLogger("nerf_lab")
 
+#: The metrics shown beside the hyperparameters (TensorBoard's HParams dashboard).
+HPARAM_METRICS = {"eval/psnr": 0.0, "eval/ssim": 0.0, "train_seconds": 0.0}
+
 
 def log_scalars(
     trainer: Any, stats: dict[str, float], window_s: float, window_rays: float, n: int
 ) -> None:
     """``train/loss``, ``train/loss/<term>``, ``train/psnr``, ``opt/lr[/<group>]``,
     ``perf/iter_s``, ``perf/rays_per_s``, and one log line."""
-    w, step = trainer.writer, trainer.step
-    for k, v in stats.items():
-        if k.startswith("loss/"):
-            w.add_scalar(f"train/{k}", v, step)
-    w.add_scalar("train/loss", stats["loss"], step)
-    w.add_scalar("train/psnr", stats["psnr"], step)
+    step = trainer.step
+    out = {f"train/{k}": v for k, v in stats.items() if k.startswith("loss/")}
+    out["train/loss"] = stats["loss"]
+    out["train/psnr"] = stats["psnr"]
     groups = trainer.optimizer.param_groups
-    w.add_scalar("opt/lr", groups[0]["lr"], step)
+    out["opt/lr"] = groups[0]["lr"]
     if len(groups) > 1:
         for i, g in enumerate(groups):
-            w.add_scalar(f"opt/lr/{g.get('name', i)}", g["lr"], step)
+            out[f"opt/lr/{g.get('name', i)}"] = g["lr"]
     iter_s = window_s / max(n, 1)
     rays_per_s = window_rays / max(window_s, 1e-9)
-    w.add_scalar("perf/iter_s", iter_s, step)
-    w.add_scalar("perf/rays_per_s", rays_per_s, step)
+    out["perf/iter_s"] = iter_s
+    out["perf/rays_per_s"] = rays_per_s
     if trainer.nonfinite_steps:
-        w.add_scalar("train/nonfinite_steps", trainer.nonfinite_steps, step)
+        out["train/nonfinite_steps"] = trainer.nonfinite_steps
+    trainer.logger.log_scalars(out, step)
     terms = " ".join(f"{k[5:]}={v:.5f}" for k, v in stats.items() if k.startswith("loss/"))
     eta = iter_s * (trainer.s.n_iter - step)
     log.info(
@@ -49,28 +52,14 @@ def format_seconds(seconds: float) -> str:
 
 def log_eval(trainer: Any, metrics: dict[str, Any]) -> None:
     """``eval/psnr`` and ``eval/ssim`` at the trainer's step, and a log line."""
-    trainer.writer.add_scalar("eval/psnr", metrics["eval/psnr"], trainer.step)
-    trainer.writer.add_scalar("eval/ssim", metrics["eval/ssim"], trainer.step)
+    out = {"eval/psnr": metrics["eval/psnr"], "eval/ssim": metrics["eval/ssim"]}
     if metrics.get("eval/lpips") is not None:
-        trainer.writer.add_scalar("eval/lpips", metrics["eval/lpips"], trainer.step)
+        out["eval/lpips"] = metrics["eval/lpips"]
+    trainer.logger.log_scalars(out, trainer.step)
     log.info(
         "eval at iter %d: psnr=%.3f ssim=%.4f on %d held-out views",
         trainer.step, metrics["eval/psnr"], metrics["eval/ssim"], metrics["eval/n_views"],
     )  # fmt: skip
-
-
-def write_hparams(writer: Any, hparams: dict[str, Any]) -> None:
-    """Hyperparameters into the run's own event file (not a sub-run) for HParams."""
-    if not hparams:
-        return
-    from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-    exp, ssi, sei = hparams_summary(
-        hparams, {"eval/psnr": 0.0, "eval/ssim": 0.0, "train_seconds": 0.0}
-    )
-    fw = writer._get_file_writer()
-    for summary in (exp, ssi, sei):
-        fw.add_summary(summary)
 
 
 def trainer_depth_range(trainer: Any) -> tuple[float, float] | None:
@@ -134,7 +123,7 @@ def final_evaluation(trainer: Any) -> dict[str, Any]:
 
 def export_mesh_at_end(trainer: Any) -> dict[str, Any]:
     """``trainer.export_mesh``: the marching-cubes mesh into a new ``run_dir/exports/mesh_*``
-    and, for scenes with a known surface, ``geometry/*`` metrics into TensorBoard and
+    and, for scenes with a known surface, ``geometry/*`` metrics into the loggers and
     ``run_dir/eval.json`` (:func:`nerf_lab.export.export_mesh`).
 
     Returns:
@@ -155,9 +144,8 @@ def export_mesh_at_end(trainer: Any) -> dict[str, Any]:
         log.warning("No mesh exported: %s", e)
         return {}
     geometry = {k: v for k, v in result.items() if k.startswith("geometry/")}
-    for k, v in geometry.items():
-        trainer.writer.add_scalar(k, v, trainer.step)
     if geometry:
+        trainer.logger.log_scalars(geometry, trainer.step)
         merge_eval_json(trainer.run_dir / "eval.json", {**geometry, "geometry/mesh": str(out_dir)})
     log.info("Mesh: %s (%d vertices) %s", result.get("mesh_ply"), result.get("n_vertices", 0),
              " ".join(f"{k}={v:.4g}" for k, v in geometry.items()))  # fmt: skip

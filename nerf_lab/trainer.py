@@ -29,6 +29,7 @@ from nerf_lab.checkpoint import (
 )
 from nerf_lab.config import TrainerConf
 from nerf_lab.evaluation import evaluate_views
+from nerf_lab.loggers import FanOutLogger, Logger, RunInfo, TensorBoardLogger
 from nerf_lab.losses import LossTerm, combine_terms
 from nerf_lab.metrics import mse_to_psnr
 from nerf_lab.raysamplers import RayBundle
@@ -82,6 +83,9 @@ class Trainer:
             :func:`nerf_lab.build.prepare_run`); ``None`` with ``settings.resume``: the
             newest usable checkpoint of ``run_dir/checkpoints`` (strict: checkpoints that
             exist but cannot be read are an error).
+        logger: where scalars, images and hyperparameters go (:mod:`nerf_lab.loggers`;
+            the entry points pass a :class:`FanOutLogger` of the ``logger`` group's
+            loggers); ``None``: TensorBoard in ``run_dir``.
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class Trainer:
         extra_state: dict[str, Any] | None = None,
         run_id: str | None = None,
         resume_from: tuple[dict[str, Any], Path] | None = None,
+        logger: Logger | None = None,
     ) -> None:
         self.s = settings
         self.run_dir = Path(run_dir)
@@ -133,7 +138,8 @@ class Trainer:
         self.run_id = run_id
         self._resume_from = resume_from
         self.started = False  # set when the training loop starts (failures after it: metrics)
-        self.writer: Any = None
+        logger = TensorBoardLogger() if logger is None else logger
+        self.logger = logger if isinstance(logger, FanOutLogger) else FanOutLogger([logger])
         self.signals = StopSignals()
 
     def _split(self, name: str) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
@@ -358,10 +364,10 @@ class Trainer:
         panel = labelled_preview(
             render.map(lambda t: t[0]), self.test_views[1][0], trainer_depth_range(self)
         )
-        self.writer.add_image("render/heldout", panel, self.step, dataformats="HWC")
+        self.logger.log_image("render/heldout", panel, self.step)
 
     def turntable(self, out_dir: Path | None = None) -> Path | None:
-        """The tutorial's rotating render: GIF and PNG grid (and a grid in TensorBoard)."""
+        """The tutorial's rotating render: GIF and PNG grid (and a grid in the loggers)."""
         if self.s.turntable_frames < 1:
             return None
         cams = turntable_cameras(
@@ -377,36 +383,29 @@ class Trainer:
             )
         frames = out.rgb[..., :3].clamp(0, 1)
         gif = write_turntable(frames, out_dir or self.run_dir / "renders")
-        if self.writer is not None:
-            self.writer.add_image(
-                "turntable", image_grid(frames).cpu(), self.step, dataformats="HWC"
-            )
+        if self.logger.active:
+            self.logger.log_image("turntable", image_grid(frames).cpu(), self.step)
         return gif
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train (or continue) to ``n_iter`` iterations; evaluate; render; write metrics."""
-        from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        from nerf_lab.run_logs import log_eval, log_scalars, write_hparams
+        from nerf_lab.run_logs import log_eval, log_scalars
 
         s = self.s
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.maybe_resume()
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=self.step or None)
-        log.info("TensorBoard: tensorboard --logdir %s", self.run_dir)
-        from nerf_lab.run_logs import startup_summary
-
-        log.info(startup_summary(self))
-        write_hparams(self.writer, self.hparams)
-        self.started = True
-        self.write_status("running")
         show_bar = sys.stderr.isatty() if s.progress_bar is None else s.progress_bar
         window = [0.0, 0.0, 0]  # seconds, rays, steps since the last log line
         stats: dict[str, float] = {}
+        outcome = "failed"  # for the loggers' close
         try:
+            self._start_logging()
+            self.started = True
+            self.write_status("running")
             with self.signals.installed(), logging_redirect_tqdm():
                 bar = tqdm(total=s.n_iter, initial=self.step, disable=not show_bar, desc="train")
                 while self.step < s.n_iter:
@@ -438,11 +437,28 @@ class Trainer:
                 bar.close()
                 self.save()
                 metrics = self._finish(stats)
+                outcome = "completed"
+        except TrainingInterrupted:
+            outcome = "interrupted"
+            raise
         finally:
-            if self.writer is not None:
-                self.writer.flush()
-                self.writer.close()
+            try:
+                self.logger.close(outcome)
+            except Exception:  # (already logged) never hides the error being raised
+                if outcome == "completed":
+                    raise
         return metrics
+
+    def _start_logging(self) -> None:
+        """Start the loggers; log the start-up summary and the hyperparameters."""
+        from nerf_lab.run_logs import HPARAM_METRICS, startup_summary
+
+        self.logger.start(RunInfo(self.run_dir, self.step, self.run_id, self.config))
+        summary = startup_summary(self)
+        log.info(summary)
+        self.logger.log_text("startup", summary, self.step)
+        if self.hparams:
+            self.logger.log_hparams(self.hparams, HPARAM_METRICS)
 
     def _guarded(self, work: Callable[[], Any]) -> None:
         """Run a long render; a stop request during it interrupts right there."""
@@ -457,7 +473,7 @@ class Trainer:
         signum = self.signals.stop_signal
         assert signum is not None
         path = self.save()
-        self.writer.flush()
+        self.logger.flush()
         resume = (
             "python -m nerf_lab.train <same overrides> "
             f"hydra.run.dir={self.run_dir} trainer.resume=true"
@@ -477,7 +493,7 @@ class Trainer:
         self._guarded(lambda: metrics.update(final_evaluation(self)))
         metrics.pop("protocol", None)
         log_eval(self, metrics)
-        self.writer.add_scalar("train_seconds", self.train_seconds, self.step)
+        self.logger.add_scalar("train_seconds", self.train_seconds, self.step)
         if self.s.turntable_frames:
             log.info("Rendering the turntable (%d frames) ...", self.s.turntable_frames)
         self._guarded(self.turntable)
