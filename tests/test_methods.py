@@ -257,3 +257,19 @@ def test_study_multirun_end_to_end(tmp_path):
         assert r.status == "completed", r.metrics
         assert len(r.curve) == 2  # evaluations after steps 2 and 4
         assert r.curve[-1][0] == pytest.approx(r.metrics["train_seconds"], rel=1e-6)
+
+
+def test_single_pass_control_matches_the_hierarchical_preset_but_for_sampling():
+    hier = compose_cfg(["experiment=nerf_hierarchical"])
+    single = compose_cfg(["experiment=nerf_single"])
+    assert single.model == hier.model
+    assert single.optimizer == hier.optimizer and single.scheduler == hier.scheduler
+    assert single.loss == hier.loss
+    assert single.trainer.n_iter == hier.trainer.n_iter
+    assert single.raysampler.n_rays_per_image == hier.raysampler.n_rays_per_image
+    assert single.raysampler.get("resampler") is None
+    # the same field evaluations per ray: coarse + (coarse + fine) in the hierarchical one
+    coarse = hier.raysampler.n_pts_per_ray
+    fine = hier.raysampler.resampler.n_pts_per_ray
+    assert hier.raysampler.resampler.add_input_samples is True
+    assert single.raysampler.n_pts_per_ray == coarse + (coarse + fine)
