@@ -15,8 +15,9 @@
   (``geometry.json``, and ``geometry/*`` keys merged into ``DIR/eval.json``).
 
 Points and meshes are mapped back to a capture's original frame with the inverse of the
-run's ``world_transform`` (when the scene has one); geometry metrics are computed before,
-in the scene's frame.
+run's ``world_transform`` (when the scene has one), and depths to the capture's units
+(divided by the transform's scale; ``depth.json`` says which); geometry metrics are
+computed before, in the scene's frame.
 
 Options: ``bbox=B`` (half-size of the cube ``[-B, B]^3``, or ``[[x0,y0,z0],[x1,y1,z1]]``;
 default: the run's ``model.bbox`` if its config has one, else 1), ``resolution=128``,
@@ -94,6 +95,16 @@ def inverse_world_transform(setup: Mapping[str, Any]) -> torch.Tensor | None:
     if m is None:
         return None
     return torch.linalg.inv(torch.as_tensor(m, dtype=torch.float64))
+
+
+def world_scale(setup: Mapping[str, Any]) -> float:
+    """The uniform scale ``s`` of the run's ``world_transform`` (capture -> scene units:
+    view-space depths in the scene are ``s`` times the capture's); 1 without one."""
+    m = setup.get("world_transform")
+    if m is None:
+        return 1.0
+    linear = torch.as_tensor(m, dtype=torch.float64)[:3, :3]
+    return float(torch.linalg.det(linear).abs() ** (1.0 / 3.0))
 
 
 def transform_points(points: torch.Tensor, matrix: torch.Tensor | None) -> torch.Tensor:
@@ -258,14 +269,17 @@ def export_run(args: dict[str, Any]) -> Path:
     out_dir = new_output_dir(run.run_dir / "exports", what)
     mask = out.opacity[..., 0] >= threshold
     if what == "depth":
+        scale = world_scale(run.setup)  # scene units per capture unit
+        units = "scene units" if run.setup.get("world_transform") is None else "capture units"
         for i in range(len(cams)):
-            d = out.depth[i, ..., 0].cpu()
+            d = out.depth[i, ..., 0].cpu() / scale
             m = mask[i].cpu()
             write_depth_png16(out_dir / f"view_{i:03d}_depth.png", d * m, DEPTH_PNG_SCALE)
             write_depth_npy(out_dir / f"view_{i:03d}_depth.npy",
                             torch.where(m, d, torch.full_like(d, float("nan"))))  # fmt: skip
         write_json_atomic(out_dir / "depth.json", {
-            "png_scale": DEPTH_PNG_SCALE, "units": "view-space z-depth (scene units)",
+            "png_scale": DEPTH_PNG_SCALE, "units": f"view-space z-depth ({units})",
+            "scene_units_per_capture_unit": scale,
             "opacity_threshold": threshold, "split": args.get("split", "test"),
             "n_views": len(cams),
         })  # fmt: skip

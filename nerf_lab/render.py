@@ -9,6 +9,10 @@ Options (``key=value``):
   ``interpolate``: a smooth path through the training views ``keyframes=[i,j,...]``
   (default: 4 evenly spaced ones); ``file``: the nerfstudio camera-path JSON ``file=PATH``
   (its size and fps unless given here).
+  The cameras are of the run's kind: for a capture (``PerspectiveCameras``) they have the
+  first training camera's intrinsics (focal lengths, principal point) scaled to the render
+  size; orbits and spirals circle the origin, the centre of a normalised capture, about +Y
+  (its mean camera up).
 * ``frames=N`` (default 60), ``fps=F`` (default 25), ``radius=R`` (default: the run's
   ``trainer.turntable_distance``), ``elevation=DEG`` (default 0 for orbit, 15 for spiral),
   ``elevation_amplitude=DEG`` (spiral, default 10).
@@ -112,7 +116,7 @@ def render_path(args: dict[str, Any]) -> Path:
     """Render the run named by ``args`` along its camera path; returns the new folder."""
     import torch
 
-    from nerf_lab.camera_paths import save_camera_path
+    from nerf_lab.camera_paths import save_camera_path, to_camera_kind
     from nerf_lab.config import trainer_settings
     from nerf_lab.run_outputs import ViewProgress, depth_range, new_output_dir
     from nerf_lab.runs import load_run
@@ -136,6 +140,7 @@ def render_path(args: dict[str, Any]) -> Path:
     if height is None:
         scale = _num(args, "scale", s.turntable_scale, positive=True)
         height, width = (max(1, round(n * scale)) for n in run.image_hw)
+    cams = to_camera_kind(cams, run.camera_like(), (height, width))
     near, far = depth_range(run.config, run.setup)
     kind = args.get("path", "orbit")
     out_dir = new_output_dir(run.run_dir / "renders", kind)
