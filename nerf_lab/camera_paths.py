@@ -46,6 +46,7 @@ from nerf_lab.fileio import atomic_write_public
 __all__ = [
     "TUTORIAL_TURN_RAD",
     "CameraPath",
+    "forward_facing_spiral",
     "interpolate",
     "load_camera_path",
     "matrix_to_quaternion",
@@ -305,6 +306,66 @@ def spiral(
         up,
     )
     return _look_at_cameras(eye, center, up, like_cameras)
+
+
+def forward_facing_spiral(
+    cameras: CamerasBase,
+    near: float,
+    far: float,
+    n_frames: int,
+    n_rotations: float = 2.0,
+    z_rate: float = 0.5,
+    radius_percentile: float = 90.0,
+) -> Any:
+    """The original NeRF's render path for forward-facing (LLFF) captures
+    (``render_path_spiral``), in PyTorch3D's convention.
+
+    In the frame of the cameras' mean pose (:func:`nerf_lab.ndc.mean_pose`: its centre, its
+    left / up / forward axes), frame ``i`` with ``a = 2 pi n_rotations i / n_frames`` sits at
+    ``(-r_x cos a, -r_y sin a, r_z sin(z_rate a))`` (NeRF's ``(cos, -sin, -sin)`` in OpenGL
+    axes) and looks at the point ``focus`` ahead of the mean centre, with the mean up.
+    ``r`` is the ``radius_percentile`` percentile of the cameras' absolute offsets from the
+    mean centre along each axis; ``focus = 1 / (0.25 / (0.9 near) + 0.75 / (5 far))`` (NeRF's
+    ``dt = 0.75`` blend of the close and far depths, in disparity).
+
+    Args:
+        cameras: the capture's (training) cameras; the frames have the kind and intrinsics
+            of ``cameras[0]``.
+        near, far: the capture's depth bounds (> 0, ``near < far``).
+        n_frames: number of frames (the last stops one step short of the first).
+        n_rotations: turns of the spiral (NeRF: 2).
+        z_rate: forward oscillation frequency relative to the turns (NeRF: 0.5).
+        radius_percentile: in [0, 100].
+
+    Returns:
+        ``n_frames`` cameras.
+    """
+    from nerf_lab.ndc import mean_pose
+
+    _positive_int("n_frames", n_frames)
+    _check_like(cameras)
+    near = _finite("near", near, positive=True)
+    far = _finite("far", far, positive=True)
+    if not near < far:
+        raise ValueError(f"near must be < far; got near={near!r}, far={far!r}.")
+    n_rotations = _finite("n_rotations", n_rotations, positive=True)
+    z_rate = _finite("z_rate", z_rate)
+    pct = _finite("radius_percentile", radius_percentile)
+    if not 0.0 <= pct <= 100.0:
+        raise ValueError(f"radius_percentile must be in [0, 100]; got {radius_percentile!r}.")
+    R_mean, T_mean = mean_pose(cameras.R, cameras.T)
+    axes = R_mean[0]  # columns: left, up, forward (world)
+    centre = -T_mean[0] @ axes.T
+    R = cameras.R.detach().cpu().double()
+    T = cameras.T.detach().cpu().double()
+    offsets = (-torch.bmm(T[:, None, :], R.transpose(1, 2))[:, 0] - centre) @ axes
+    radii = torch.quantile(offsets.abs(), pct / 100.0, dim=0)
+    focus = 1.0 / (0.25 / (0.9 * near) + 0.75 / (5.0 * far))
+    a = 2.0 * math.pi * n_rotations * torch.arange(n_frames, dtype=torch.float64) / n_frames
+    local = torch.stack([-torch.cos(a), -torch.sin(a), torch.sin(z_rate * a)], -1) * radii
+    eye = centre + local @ axes.T
+    at = centre + focus * axes[:, 2]
+    return _look_at_cameras(eye, at, axes[:, 1], cameras)
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ Options (``key=value``):
   The cameras are of the run's kind: for a capture (``PerspectiveCameras``) they have the
   first training camera's intrinsics (focal lengths, principal point) scaled to the render
   size; orbits and spirals circle the origin, the centre of a normalised capture, about +Y
-  (its mean camera up).
+  (its mean camera up). A run fitted in NDC (``data=llff data.ndc=true``, forward-facing)
+  renders ``spiral`` as the original NeRF's forward-facing spiral in front of its training
+  cameras (``radius`` / ``elevation`` do not apply) and refuses ``orbit``.
 * ``frames=N`` (default 60), ``fps=F`` (default 25), ``radius=R`` (default: the run's
   ``trainer.turntable_distance``), ``elevation=DEG`` (default 0 for orbit, 15 for spiral),
   ``elevation_amplitude=DEG`` (spiral, default 10).
@@ -80,6 +82,8 @@ def path_cameras(run: Any, args: dict[str, Any]) -> tuple[Any, tuple[int, int] |
     radius = _num(args, "radius", s.turntable_distance, positive=True)
     if kind != "file" and "file" in args:
         raise ValueError(f"file=... is only used with path=file; got path={kind!r}.")
+    if run.ndc is not None and kind in ("orbit", "spiral"):
+        return _forward_facing_path(run, args, kind, frames), None, fps or 25.0
     if kind == "orbit":
         cams = cp.orbit(frames, radius, _num(args, "elevation", 0.0), run.camera_like())
     elif kind == "spiral":
@@ -110,6 +114,27 @@ def path_cameras(run: Any, args: dict[str, Any]) -> tuple[Any, tuple[int, int] |
         loaded = cp.load_camera_path(args["file"])
         return loaded.cameras, loaded.image_size, fps or loaded.fps
     return cams, None, fps or 25.0
+
+
+def _forward_facing_path(run: Any, args: dict[str, Any], kind: str, frames: int) -> Any:
+    """``path=spiral`` of a run fitted in NDC (a forward-facing capture): NeRF's spiral in
+    front of the training cameras; ``path=orbit`` is refused (it would look from behind)."""
+    from nerf_lab import camera_paths as cp
+
+    if kind == "orbit":
+        raise ValueError(
+            "path=orbit: this run was fitted in NDC (data.ndc=true, a forward-facing capture), "
+            "which only renders cameras looking the way the capture's cameras look; use "
+            "path=spiral (NeRF's forward-facing spiral), path=interpolate or path=file."
+        )
+    ignored = sorted({"radius", "elevation", "elevation_amplitude"} & set(args))
+    if ignored:
+        raise ValueError(
+            f"{', '.join(ignored)}: not used by the forward-facing spiral of an NDC run (its "
+            "size comes from the training cameras' spread and the capture's depth bounds)."
+        )
+    scene = run.scene()
+    return cp.forward_facing_spiral(scene.split("train")[0], scene.near, scene.far, frames)
 
 
 def render_path(args: dict[str, Any]) -> Path:
