@@ -227,9 +227,10 @@ def build_raysamplers(
         cfg.raysampler.train, "raysampler.train", **_raysampler_extent(cfg, image_hw), **depths
     )
     render = build(cfg.raysampler.render, "raysampler.render", **depths)
-    if scene.ndc is not None:
-        train = NDCRaysampler(train, scene.ndc, image_hw)
-    return train, grid_sampler(render, scene.ndc)
+    ndc = None if scene is None else scene.ndc
+    if ndc is not None:
+        train = NDCRaysampler(train, ndc, image_hw)
+    return train, grid_sampler(render, ndc)
 
 
 def grid_sampler(

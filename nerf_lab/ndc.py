@@ -167,11 +167,24 @@ def mean_pose(R: torch.Tensor, T: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
     Returns:
         ``R (1, 3, 3)``, ``T (1, 3)`` float64.
+
+    Raises:
+        ValueError: the viewing directions cancel out (e.g. cameras all around an object), or
+            the summed up direction is parallel to the mean viewing direction.
     """
     R, T = R.detach().cpu().double(), T.detach().cpu().double()
     centre = (-torch.bmm(T[:, None, :], R.transpose(1, 2))[:, 0]).mean(0)
-    forward = torch.nn.functional.normalize(R[:, :, 2].sum(0), dim=0)
-    left = torch.nn.functional.normalize(torch.linalg.cross(R[:, :, 1].sum(0), forward), dim=0)
+    forward_sum = R[:, :, 2].sum(0)
+    if not float(forward_sum.norm()) > 1e-3 * len(R):
+        raise ValueError(
+            "the cameras' viewing directions cancel out: they have no mean viewing direction "
+            "(cameras all around a scene are not a forward-facing capture)."
+        )
+    forward = forward_sum / forward_sum.norm()
+    left = torch.linalg.cross(R[:, :, 1].sum(0), forward)
+    if not float(left.norm()) > 1e-3 * len(R):
+        raise ValueError("the cameras' summed up direction is parallel to their viewing direction.")
+    left = left / left.norm()
     up = torch.linalg.cross(forward, left)
     R_mean = torch.stack([left, up, forward], dim=1)
     return R_mean[None], (-centre @ R_mean)[None]
@@ -300,7 +313,7 @@ class NDCSpace:
         for i in range(n):
             name = f"camera {i}" if names is None else names[i]
             worst = float(cosines[i].min())
-            if worst <= 1e-6:
+            if not worst > 1e-6:
                 problems.append(
                     f"{name}: a corner ray is {math.degrees(math.acos(worst)):.0f} degrees "
                     "from the reference viewing direction (rays must point forward, < 90)"

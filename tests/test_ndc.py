@@ -151,6 +151,9 @@ def test_mean_pose_of_symmetric_cameras_and_the_space_state():
         NDCSpace(cams[[0]], near=0.0)
     with pytest.raises(ValueError, match="one screen-space"):
         NDCSpace(cams, near=1.0)
+    R2, T2 = look_at_view_transform(dist=2.0, azim=[0.0, 90.0, 180.0, 270.0])  # all around
+    with pytest.raises(ValueError, match="cancel out"):
+        mean_pose(R2, T2)
 
 
 def test_forward_facing_check_names_cameras_looking_away():
