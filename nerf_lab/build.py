@@ -59,17 +59,21 @@ from nerf_lab.limits import (
     scene_bytes_from_config,
 )
 from nerf_lab.losses import SilhouetteLoss
+from nerf_lab.ndc import NDCRaysampler, ndc_box_problems
 from nerf_lab.perf import tune_malloc
 from nerf_lab.raysamplers import RayBundle, ndc_extent
 from nerf_lab.renderer import Renderer
 from nerf_lab.resume_diff import derived_keys, resume_changes
 from nerf_lab.rundir import absolute_paths
 from nerf_lab.safety import check_targets
+from nerf_lab.validate import is_number
 
 log = logging.getLogger("nerf_lab")
 
 #: Depths used to validate raysamplers whose depth range is ``auto`` before the data exist.
 _PROBE_DEPTHS = {"min_depth": 1.0, "max_depth": 2.0}
+#: ``auto`` depths of NDC rays (scenes with ``ndc``): the NDC parameter, near plane to infinity.
+_NDC_DEPTHS = {"min_depth": 0.0, "max_depth": 1.0}
 
 
 def build(node: Any, where: str, **kwargs: Any) -> Any:
@@ -114,10 +118,22 @@ def make_optimizer(
 
 def resolve_depths(node: DictConfig, scene: Any) -> dict[str, float]:
     """``min_depth``/``max_depth`` overrides for a raysampler node whose values are ``auto``
-    (taken from the scene's ``near``/``far``); ``{}`` when both are numbers."""
+    (taken from the scene's ``near``/``far``; for a scene sampled in NDC, ``0`` and ``1``);
+    ``{}`` when both are numbers (in NDC they must lie in ``[0, 1]``)."""
     out = {}
+    ndc = scene is not None and scene.ndc is not None
     for key, attr in (("min_depth", "near"), ("max_depth", "far")):
-        if node.get(key) == "auto":
+        value = node.get(key)
+        if ndc and value != "auto":
+            if not is_number(value) or not 0 <= value <= 1:
+                raise ValueError(
+                    f"raysampler.{key}={value!r}: scene {scene.name!r} is sampled in NDC "
+                    "(data.ndc=true), where depths are the NDC parameter in [0, 1] (0: the near "
+                    "plane, 1: infinity): use auto (0 and 1) or a value in [0, 1]."
+                )
+        elif ndc:
+            out[key] = _NDC_DEPTHS[key]
+        elif value == "auto":
             value = None if scene is None else getattr(scene, attr, None)
             if scene is not None and value is None:
                 raise ValueError(
@@ -205,17 +221,31 @@ def build_raysamplers(
     cfg: DictConfig, scene: Any, image_hw: tuple[int, int]
 ) -> tuple[Callable[..., RayBundle], Callable[[int, int], Callable[..., RayBundle]]]:
     """The training raysampler and ``grid(height, width)`` → a full-image raysampler, with
-    ``auto`` depths taken from ``scene`` and a ``null`` NDC extent from ``image_hw``."""
+    ``auto`` depths taken from ``scene`` and a ``null`` NDC extent from ``image_hw``; for a
+    scene sampled in NDC (``scene.ndc``) both give NDC rays (:class:`NDCRaysampler`)."""
     depths = resolve_depths(cfg.raysampler, scene)
     train = build(
         cfg.raysampler.train, "raysampler.train", **_raysampler_extent(cfg, image_hw), **depths
     )
     render = build(cfg.raysampler.render, "raysampler.render", **depths)
+    ndc = None if scene is None else scene.ndc
+    if ndc is not None:
+        train = NDCRaysampler(train, ndc, image_hw)
+    return train, grid_sampler(render, ndc)
+
+
+def grid_sampler(
+    render: Callable[..., Any], ndc: Any = None
+) -> Callable[[int, int], Callable[..., RayBundle]]:
+    """``grid(height, width)`` → a full-image raysampler from a partial one (the
+    ``raysampler.render`` node), giving NDC rays when ``ndc`` (an
+    :class:`~nerf_lab.ndc.NDCSpace`) is not None."""
 
     def grid(height: int, width: int) -> Callable[..., RayBundle]:
-        return render(image_height=height, image_width=width)
+        sampler = render(image_height=height, image_width=width)
+        return sampler if ndc is None else NDCRaysampler(sampler, ndc, (height, width))
 
-    return train, grid
+    return grid
 
 
 def scene_background(cfg: DictConfig, scene: Any) -> list[float] | None:
@@ -255,6 +285,16 @@ def check_scene(components: Components, scene: Any) -> None:
         raise ConfigValueError(problems)
 
 
+def check_ndc_boxes(cfg: DictConfig, scene: Any) -> None:
+    """A scene sampled in NDC is fitted in the NDC cube: the model's and the raysampler's
+    boxes must cover it (:func:`~nerf_lab.ndc.ndc_box_problems`), before training."""
+    if scene.ndc is not None:
+        groups = {g: OmegaConf.to_container(cfg[g], resolve=True) for g in ("model", "raysampler")}
+        problems = ndc_box_problems(groups, scene.name)
+        if problems:
+            raise ConfigValueError(problems)
+
+
 def render_setup(cfg: DictConfig, scene: Any) -> dict[str, Any]:
     """What rendering needs besides the weights (saved with every checkpoint, so renders
     rebuild without the data): image size, depth range, background, a camera's
@@ -267,6 +307,7 @@ def render_setup(cfg: DictConfig, scene: Any) -> dict[str, Any]:
         "world_transform": None
         if scene.world_transform is None
         else scene.world_transform.detach().cpu(),
+        "ndc": None if scene.ndc is None else scene.ndc.to_state(),
     }
 
 
@@ -505,6 +546,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = 
         tune_malloc()
     scene = build_scene(cfg)
     check_scene(components, scene)
+    check_ndc_boxes(cfg, scene)
     check_limits(cfg, components, tuple(scene.image_size))
     train_raysampler, grid = build_raysamplers(cfg, scene, scene.image_size)
     if isinstance(train_raysampler, torch.nn.Module):

@@ -1,8 +1,11 @@
 """Camera paths to render along: orbits, spirals, keyframe interpolation, nerfstudio JSON.
 
-Every path is a :class:`~nerf_lab.cameras.FoVPerspectiveCameras` batch of ``n_frames``
-cameras in PyTorch3D's convention (``X_view = X_world @ R + T``; view +X left, +Y up,
-+Z forward).
+Every path is a batch of ``n_frames`` cameras *of the kind it is given*
+(:class:`~nerf_lab.cameras.FoVPerspectiveCameras` for the built-in scenes and Blender,
+:class:`~nerf_lab.cameras.PerspectiveCameras` for real captures) in PyTorch3D's convention
+(``X_view = X_world @ R + T``; view +X left, +Y up, +Z forward): orbits and spirals copy the
+intrinsics of ``like_cameras[0]``, interpolation interpolates the keyframes' intrinsics.
+:func:`resize_cameras` adapts screen-space (pixel) intrinsics to another render size.
 
 Spherical placement (:func:`orbit`, :func:`spiral`) follows
 :func:`~nerf_lab.cameras.look_at_view_transform`: for ``up = +Y`` the camera centre is
@@ -28,7 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from nerf_lab.cameras import FoVPerspectiveCameras, look_at_view_transform, so3_exp_map
+from nerf_lab.cameras import (
+    CamerasBase,
+    FoVPerspectiveCameras,
+    PerspectiveCameras,
+    get_image_size_tensor,
+    look_at_view_transform,
+    screen_intrinsics,
+    so3_exp_map,
+)
 from nerf_lab.data.blender import c2w_to_p3d, p3d_to_c2w
 from nerf_lab.fileio import atomic_write_public
 from nerf_lab.validate import check_int, check_number, is_number
@@ -36,15 +47,18 @@ from nerf_lab.validate import check_int, check_number, is_number
 __all__ = [
     "TUTORIAL_TURN_RAD",
     "CameraPath",
+    "forward_facing_spiral",
     "interpolate",
     "load_camera_path",
     "matrix_to_quaternion",
     "orbit",
     "orbit_positions",
     "quaternion_to_matrix",
+    "resize_cameras",
     "save_camera_path",
     "slerp_quaternions",
     "spiral",
+    "to_camera_kind",
     "tutorial_azimuths_deg",
     "turntable_cameras",
 ]
@@ -74,18 +88,14 @@ def _check_elevation(name: str, value: float) -> None:
         )
 
 
-def _intrinsics(like: FoVPerspectiveCameras) -> dict[str, Any]:
-    """znear, zfar, aspect ratio, fov, degrees and device of ``like[0]``."""
-    if not isinstance(like, FoVPerspectiveCameras) or len(like) < 1:
-        raise ValueError(f"like_cameras must be a non-empty FoVPerspectiveCameras; got {like!r}.")
-    return {
-        "znear": like.znear[0].item(),
-        "zfar": like.zfar[0].item(),
-        "aspect_ratio": like.aspect_ratio[0].item(),
-        "fov": like.fov[0].item(),
-        "degrees": like.degrees,
-        "device": like.device,
-    }
+def _check_like(like: Any) -> CamerasBase:
+    """``like`` must be a non-empty camera batch (any kind)."""
+    if not isinstance(like, CamerasBase) or len(like) < 1:
+        raise ValueError(
+            "like_cameras must be a non-empty FoVPerspectiveCameras or PerspectiveCameras; "
+            f"got {like!r}."
+        )
+    return like
 
 
 # ---------------------------------------------------------------------------------------
@@ -139,16 +149,15 @@ def orbit_positions(
     return c + offset
 
 
-def _look_at_cameras(
-    eye: torch.Tensor, center: Vec3, up: Vec3, like: FoVPerspectiveCameras
-) -> FoVPerspectiveCameras:
-    """Cameras at ``eye (n_frames, 3)`` looking at ``center`` with ``like[0]``'s intrinsics."""
-    intr = _intrinsics(like)
+def _look_at_cameras(eye: torch.Tensor, center: Vec3, up: Vec3, like: CamerasBase) -> Any:
+    """Cameras of ``like``'s kind at ``eye (n_frames, 3)`` looking at ``center``, with the
+    intrinsics of ``like[0]`` (fov, znear, zfar, aspect ratio; or focal length, principal
+    point, image size)."""
+    base = _check_like(like)[[0] * len(eye)]
     at = _vec3("center", center)[None].expand_as(eye)
     u = _vec3("up", up)[None].expand_as(eye)
     R, T = look_at_view_transform(eye=eye, at=at, up=u, device="cpu")
-    dev = intr.pop("device")
-    return FoVPerspectiveCameras(R=R, T=T, device=dev, **intr)
+    return base._replace(R=R.to(base.R), T=T.to(base.T))
 
 
 def tutorial_azimuths_deg(n_frames: int) -> torch.Tensor:
@@ -167,11 +176,11 @@ def orbit(
     n_frames: int,
     radius: float,
     elevation_deg: float,
-    like_cameras: FoVPerspectiveCameras,
+    like_cameras: CamerasBase,
     center: Vec3 = (0.0, 0.0, 0.0),
     up: Vec3 = (0.0, 1.0, 0.0),
     azimuth_deg: Sequence[float] | torch.Tensor | None = None,
-) -> FoVPerspectiveCameras:
+) -> Any:
     """A turn about ``up`` at a fixed ``radius`` and elevation, looking at ``center``.
 
     With ``elevation_deg=0``, ``center`` at the origin and ``up = +Y`` this is exactly the
@@ -182,17 +191,19 @@ def orbit(
         radius: distance of every camera centre from ``center``.
         elevation_deg: in (-90, 90); positive: above the centre, looking down (see the
             module docstring).
-        like_cameras: intrinsics (znear, zfar, aspect ratio, fov, degrees, device) are
-            copied from ``like_cameras[0]``.
+        like_cameras: the kind, the intrinsics (znear, zfar, aspect ratio, fov, degrees; or
+            focal length, principal point, image size) and the device of the cameras are
+            those of ``like_cameras[0]``.
         center: the point looked at (projects to the image centre of every frame).
         up: world up direction.
         azimuth_deg: ``(n_frames,)`` azimuths; ``None``: the tutorial's
             (:func:`tutorial_azimuths_deg`: ``180 + degrees(linspace(-3.14, 3.14, n))``).
 
     Returns:
-        ``n_frames`` cameras.
+        ``n_frames`` cameras of ``like_cameras``' kind.
     """
     check_int("n_frames", n_frames)
+    _check_like(like_cameras)
     radius = check_number("radius", radius, 0, low_open=True)
     elevation_deg = check_number("elevation_deg", elevation_deg)
     _check_elevation("elevation_deg", elevation_deg)
@@ -218,7 +229,7 @@ def orbit(
 def spiral(
     n_frames: int,
     radius: float,
-    like_cameras: FoVPerspectiveCameras,
+    like_cameras: CamerasBase,
     elevation_deg: float = 0.0,
     elevation_amplitude_deg: float = 20.0,
     radius_amplitude: float = 0.1,
@@ -227,7 +238,7 @@ def spiral(
     start_azimuth_deg: float = 0.0,
     center: Vec3 = (0.0, 0.0, 0.0),
     up: Vec3 = (0.0, 1.0, 0.0),
-) -> FoVPerspectiveCameras:
+) -> Any:
     """A loopable spiral: an orbit whose elevation oscillates and whose radius breathes.
 
     With ``s = i / n_frames`` for frame ``i`` (the last frame stops one step short of the
@@ -242,7 +253,7 @@ def spiral(
     Args:
         n_frames: number of cameras.
         radius: mean distance from ``center``.
-        like_cameras: intrinsics are copied from ``like_cameras[0]``.
+        like_cameras: the kind and intrinsics of ``like_cameras[0]`` (as :func:`orbit`).
         elevation_deg: mean elevation; ``|elevation_deg| + elevation_amplitude_deg`` must
             be below 90.
         elevation_amplitude_deg: >= 0.
@@ -253,9 +264,10 @@ def spiral(
         center, up: as in :func:`orbit`.
 
     Returns:
-        ``n_frames`` cameras looking at ``center``.
+        ``n_frames`` cameras of ``like_cameras``' kind looking at ``center``.
     """
     check_int("n_frames", n_frames)
+    _check_like(like_cameras)
     radius = check_number("radius", radius, 0, low_open=True)
     elevation_deg = check_number("elevation_deg", elevation_deg)
     amp = check_number("elevation_amplitude_deg", elevation_amplitude_deg, 0)
@@ -274,6 +286,64 @@ def spiral(
         up,
     )
     return _look_at_cameras(eye, center, up, like_cameras)
+
+
+def forward_facing_spiral(
+    cameras: CamerasBase,
+    near: float,
+    far: float,
+    n_frames: int,
+    n_rotations: float = 2.0,
+    z_rate: float = 0.5,
+    radius_percentile: float = 90.0,
+) -> Any:
+    """The original NeRF's render path for forward-facing (LLFF) captures
+    (``render_path_spiral``), in PyTorch3D's convention.
+
+    In the frame of the cameras' mean pose (:func:`nerf_lab.ndc.mean_pose`: its centre, its
+    left / up / forward axes), frame ``i`` with ``a = 2 pi n_rotations i / n_frames`` sits at
+    ``(-r_x cos a, -r_y sin a, r_z sin(z_rate a))`` (NeRF's ``(cos, -sin, -sin)`` in OpenGL
+    axes) and looks at the point ``focus`` ahead of the mean centre, with the mean up.
+    ``r`` is the ``radius_percentile`` percentile of the cameras' absolute offsets from the
+    mean centre along each axis; ``focus = 1 / (0.25 / (0.9 near) + 0.75 / (5 far))`` (NeRF's
+    ``dt = 0.75`` blend of the close and far depths, in disparity).
+
+    Args:
+        cameras: the capture's (training) cameras; the frames have the kind and intrinsics
+            of ``cameras[0]``.
+        near, far: the capture's depth bounds (> 0, ``near < far``).
+        n_frames: number of frames (the last stops one step short of the first).
+        n_rotations: turns of the spiral (NeRF: 2).
+        z_rate: forward oscillation frequency relative to the turns (NeRF: 0.5).
+        radius_percentile: in [0, 100].
+
+    Returns:
+        ``n_frames`` cameras.
+    """
+    from nerf_lab.ndc import mean_pose
+
+    check_int("n_frames", n_frames)
+    _check_like(cameras)
+    near = check_number("near", near, 0, low_open=True)
+    far = check_number("far", far, 0, low_open=True)
+    if not near < far:
+        raise ValueError(f"near must be < far; got near={near!r}, far={far!r}.")
+    n_rotations = check_number("n_rotations", n_rotations, 0, low_open=True)
+    z_rate = check_number("z_rate", z_rate)
+    pct = check_number("radius_percentile", radius_percentile, 0, 100)
+    R_mean, T_mean = mean_pose(cameras.R, cameras.T)
+    axes = R_mean[0]  # columns: left, up, forward (world)
+    centre = -T_mean[0] @ axes.T
+    R = cameras.R.detach().cpu().double()
+    T = cameras.T.detach().cpu().double()
+    offsets = (-torch.bmm(T[:, None, :], R.transpose(1, 2))[:, 0] - centre) @ axes
+    radii = torch.quantile(offsets.abs(), pct / 100.0, dim=0)
+    focus = 1.0 / (0.25 / (0.9 * near) + 0.75 / (5.0 * far))
+    a = 2.0 * math.pi * n_rotations * torch.arange(n_frames, dtype=torch.float64) / n_frames
+    local = torch.stack([-torch.cos(a), -torch.sin(a), torch.sin(z_rate * a)], -1) * radii
+    eye = centre + local @ axes.T
+    at = centre + focus * axes[:, 2]
+    return _look_at_cameras(eye, at, axes[:, 1], cameras)
 
 
 # ---------------------------------------------------------------------------------------
@@ -388,34 +458,41 @@ def _segment_params(n_keyframes: int, n_frames: int) -> tuple[torch.Tensor, torc
     return torch.tensor(seg_idx), torch.tensor(ts, dtype=torch.float64)
 
 
-def interpolate(keyframe_cameras: FoVPerspectiveCameras, n_frames: int) -> FoVPerspectiveCameras:
+def interpolate(keyframe_cameras: CamerasBase, n_frames: int) -> Any:
     """A smooth path through keyframes: slerp of rotations, lerp of camera centres.
 
     Interpolation is in camera-centre space: the centre ``C = -T R^T`` moves on straight
     lines between keyframe centres and the rotation along the shortest arc (quaternion
-    slerp); ``T = -C R`` is recomputed. znear, zfar, aspect ratio and fov are
-    interpolated linearly. The ``n_frames - 1`` steps are shared as evenly as possible
-    between the ``K - 1`` segments (earlier segments get one more when they do not divide),
-    so **every keyframe is a frame** (its ``R`` and ``T`` copied exactly): keyframe ``k`` is
-    frame ``sum of the steps of segments < k``; with ``n_frames - 1 = m (K - 1)`` it is frame
-    ``k m``.
+    slerp); ``T = -C R`` is recomputed. The intrinsics are interpolated linearly (znear,
+    zfar, aspect ratio and fov of ``FoVPerspectiveCameras``; focal length and principal point
+    of ``PerspectiveCameras``, whose keyframes must share one image size). The
+    ``n_frames - 1`` steps are shared as evenly as possible between the ``K - 1`` segments
+    (earlier segments get one more when they do not divide), so **every keyframe is a frame**
+    (its ``R``, ``T`` and intrinsics copied exactly): keyframe ``k`` is frame ``sum of the
+    steps of segments < k``; with ``n_frames - 1 = m (K - 1)`` it is frame ``k m``.
 
     Args:
-        keyframe_cameras: ``K >= 2`` cameras.
+        keyframe_cameras: ``K >= 2`` cameras (either kind).
         n_frames: ``>= K``.
 
     Returns:
-        ``n_frames`` cameras (on ``keyframe_cameras.device``).
+        ``n_frames`` cameras of the keyframes' kind (on ``keyframe_cameras.device``).
     """
-    if not isinstance(keyframe_cameras, FoVPerspectiveCameras):
+    if not isinstance(keyframe_cameras, CamerasBase):
         raise ValueError(
-            f"keyframe_cameras must be FoVPerspectiveCameras; got {type(keyframe_cameras)!r}."
+            "keyframe_cameras must be FoVPerspectiveCameras or PerspectiveCameras; got "
+            f"{type(keyframe_cameras)!r}."
         )
     k = len(keyframe_cameras)
     if k < 2:
         raise ValueError(f"keyframe_cameras must hold at least 2 cameras; got {k}.")
     check_int("n_frames", n_frames, k)
     cams = keyframe_cameras
+    size = cams.get_image_size()
+    if size is not None and not bool((size == size[:1]).all()):
+        raise ValueError(
+            f"keyframe_cameras must share one image_size to be interpolated; got {size.tolist()}."
+        )
     R = cams.R.detach().cpu().double()
     T = cams.T.detach().cpu().double()
     C = -torch.bmm(T[:, None, :], R.transpose(1, 2))[:, 0]
@@ -434,20 +511,72 @@ def interpolate(keyframe_cameras: FoVPerspectiveCameras, n_frames: int) -> FoVPe
 
     def lerp(v: torch.Tensor) -> torch.Tensor:
         v = v.detach().cpu().double()
-        out = v[seg] + t * (v[seg + 1] - v[seg])
+        w = t.view(-1, *([1] * (v.dim() - 1)))
+        out = v[seg] + w * (v[seg + 1] - v[seg])
         out[key_frame] = v[key_index[key_frame]]
-        return out
+        return out.to(torch.float32)
 
-    return FoVPerspectiveCameras(
-        R=R_out.float(),
-        T=T_out.float(),
-        znear=lerp(cams.znear).float(),
-        zfar=lerp(cams.zfar).float(),
-        aspect_ratio=lerp(cams.aspect_ratio).float(),
-        fov=lerp(cams.fov).float(),
-        degrees=cams.degrees,
-        device=cams.device,
+    fields: dict[str, Any] = {"R": R_out.float(), "T": T_out.float()}
+    for name in type(cams)._FIELDS:
+        value = getattr(cams, name)
+        if name not in fields and value is not None:
+            fields[name] = lerp(value)
+    return type(cams)(device=cams.device, **cams._shared_kwargs(), **fields)
+
+
+def resize_cameras(cameras: CamerasBase, image_size: Sequence[int]) -> CamerasBase:
+    """The same cameras for renders of ``image_size = (H', W')``.
+
+    Screen-space ``PerspectiveCameras`` (``in_ndc=False``: intrinsics in pixels of their own
+    ``image_size``) get their focal lengths and principal points scaled by ``W' / W`` (x)
+    and ``H' / H`` (y) and ``image_size = (H', W')``, so every pixel of the new size sees
+    what the same fraction of the old image saw (a different aspect ratio stretches the
+    view). Cameras whose intrinsics do not depend on the image size (NDC
+    ``PerspectiveCameras``, ``FoVPerspectiveCameras``, whose fov is that of the shorter side)
+    are returned unchanged.
+
+    Args:
+        cameras: any camera batch.
+        image_size: ``(H', W')`` positive integers.
+
+    Returns:
+        Cameras of the same kind.
+    """
+    hw = [int(v) for v in image_size]
+    if len(hw) != 2 or min(hw) < 1:
+        raise ValueError(f"image_size must be two positive integers; got {image_size!r}.")
+    if not isinstance(cameras, PerspectiveCameras) or cameras.in_ndc():
+        return cameras
+    n = len(cameras)
+    old = get_image_size_tensor(cameras.get_image_size(), n, cameras.device)
+    new = torch.tensor(hw, dtype=torch.float32, device=cameras.device).expand(n, 2)
+    scale_xy = (new / old).flip(-1)  # (W'/W, H'/H)
+    return cameras._replace(
+        focal_length=cameras.focal_length * scale_xy,
+        principal_point=cameras.principal_point * scale_xy,
+        image_size=new.clone(),
     )
+
+
+def to_camera_kind(cameras: CamerasBase, like: CamerasBase, image_size: Sequence[int]) -> Any:
+    """``cameras`` as cameras of ``like``'s kind, for renders of ``image_size = (H, W)``.
+
+    The same kind: :func:`resize_cameras`. ``FoVPerspectiveCameras`` to screen-space
+    ``PerspectiveCameras``: their pixel intrinsics at ``image_size``
+    (:func:`~nerf_lab.cameras.screen_intrinsics`). Other conversions are not needed by the
+    renders (a ``FoVPerspectiveCameras`` cannot hold ``fx != fy`` or an off-centre principal
+    point) and return the cameras resized.
+    """
+    hw = [int(v) for v in image_size]
+    if isinstance(cameras, FoVPerspectiveCameras) and isinstance(like, PerspectiveCameras):
+        if like.in_ndc():
+            return cameras
+        focal, pp = screen_intrinsics(cameras, hw)
+        return PerspectiveCameras(
+            focal_length=focal, principal_point=pp, R=cameras.R, T=cameras.T,
+            in_ndc=False, image_size=(hw,), device=cameras.device,
+        )  # fmt: skip
+    return resize_cameras(cameras, hw)
 
 
 # ---------------------------------------------------------------------------------------
@@ -464,7 +593,7 @@ class CameraPath:
         seconds: duration of the video.
     """
 
-    cameras: FoVPerspectiveCameras
+    cameras: FoVPerspectiveCameras | PerspectiveCameras
     image_size: tuple[int, int]
     fps: float
     seconds: float
@@ -507,6 +636,24 @@ def _rigid_c2w(value: Any, where: str) -> np.ndarray:
     return m
 
 
+#: Per-frame pixel intrinsics nerf_lab adds to a camera-path JSON for ``PerspectiveCameras``
+#: (nerfstudio's transforms.json names; nerfstudio's viewer ignores them).
+PIXEL_KEYS = ("fl_x", "fl_y", "cx", "cy")
+
+
+def _pixel_intrinsics(frame: dict[str, Any], where: str) -> list[float] | None:
+    """``[fl_x, fl_y, cx, cy]`` of a camera-path frame, or None when it has none of them."""
+    present = [k for k in PIXEL_KEYS if k in frame]
+    if not present:
+        return None
+    values = [frame.get(k) for k in PIXEL_KEYS]
+    if len(present) < len(PIXEL_KEYS) or any(not is_number(v) for v in values):
+        raise ValueError(f"{where}: {list(PIXEL_KEYS)} must all be finite numbers; got {values}.")
+    if not (values[0] > 0 and values[1] > 0):
+        raise ValueError(f"{where}: fl_x, fl_y must be > 0; got {values[:2]}.")
+    return [float(v) for v in values]
+
+
 def load_camera_path(
     path: str | Path, znear: float | None = None, zfar: float | None = None
 ) -> CameraPath:
@@ -520,6 +667,11 @@ def load_camera_path(
     :func:`nerf_lab.data.blender.c2w_to_p3d`; the fov becomes PyTorch3D's (that of the
     shorter image side). Other keys (``keyframes``, ``aspect``, ``smoothness_value``, ...)
     are ignored; only ``camera_type: "perspective"`` (or no ``camera_type``) is supported.
+
+    Frames with pixel intrinsics ``fl_x``, ``fl_y``, ``cx``, ``cy`` (at ``render_height`` x
+    ``render_width``; written by :func:`save_camera_path` for ``PerspectiveCameras``, e.g. a
+    capture's off-centre principal point) give screen-space ``PerspectiveCameras`` with
+    ``image_size = (render_height, render_width)``; either every frame has them or none.
 
     The poses are taken to be in this scene's world frame: a path exported by nerfstudio
     for a nerfstudio-trained model is in *that* model's (normalised) frame.
@@ -559,7 +711,7 @@ def load_camera_path(
     frames = meta.get("camera_path")
     if not isinstance(frames, list) or not frames:
         raise ValueError(f"{path}: camera_path must be a non-empty list; got {frames!r:.80}.")
-    Rs, Ts, fovs = [], [], []
+    Rs, Ts, fovs, pixels = [], [], [], []
     for i, fr in enumerate(frames):
         where = f"{path}: camera_path[{i}]"
         if not isinstance(fr, dict):
@@ -570,6 +722,13 @@ def load_camera_path(
         Rs.append(R)
         Ts.append(T)
         fovs.append(_p3d_fov_from_vertical(float(fov), H, W))
+        pixels.append(_pixel_intrinsics(fr, where))
+    with_pixels = [k is not None for k in pixels]
+    if any(with_pixels) and not all(with_pixels):
+        raise ValueError(
+            f"{path}: frames {[i for i, k in enumerate(pixels) if k is None]} lack the pixel "
+            f"intrinsics {list(PIXEL_KEYS)} that the others have (all frames or none)."
+        )
     n = len(frames)
     fps, seconds = meta.get("fps"), meta.get("seconds")
     for key, v in (("fps", fps), ("seconds", seconds)):
@@ -585,6 +744,15 @@ def load_camera_path(
     check_number("zfar", zfar, 0, low_open=True)
     if not znear < zfar:
         raise ValueError(f"znear must be < zfar; got znear={znear!r}, zfar={zfar!r}.")
+    if all(with_pixels):
+        k = torch.tensor(pixels, dtype=torch.float32)
+        persp = PerspectiveCameras(
+            focal_length=k[:, :2], principal_point=k[:, 2:],
+            R=torch.tensor(np.stack(Rs), dtype=torch.float32),
+            T=torch.tensor(np.stack(Ts), dtype=torch.float32),
+            in_ndc=False, image_size=((H, W),),
+        )  # fmt: skip
+        return CameraPath(persp, image_size=(H, W), fps=float(fps), seconds=float(seconds))
     cams = FoVPerspectiveCameras(
         R=torch.tensor(np.stack(Rs), dtype=torch.float32),
         T=torch.tensor(np.stack(Ts), dtype=torch.float32),
@@ -598,7 +766,7 @@ def load_camera_path(
 
 def save_camera_path(
     path: str | Path,
-    cameras: FoVPerspectiveCameras,
+    cameras: CamerasBase,
     image_size: tuple[int, int],
     fps: float = 30.0,
     seconds: float | None = None,
@@ -608,12 +776,16 @@ def save_camera_path(
     The inverse of :func:`load_camera_path`: ``camera_to_world`` from
     :func:`nerf_lab.data.blender.p3d_to_c2w` (row-major, 16 numbers), the vertical fov in
     degrees, ``aspect = W / H``, ``render_height`` / ``render_width``, ``fps``, ``seconds``
-    (default ``n_frames / fps``), ``camera_type: "perspective"``, plus nerf_lab's
-    ``znear`` / ``zfar`` (of the first camera) which nerfstudio ignores.
+    (default ``n_frames / fps``), ``camera_type: "perspective"``; plus, which nerfstudio
+    ignores, ``znear`` / ``zfar`` (of the first camera) for ``FoVPerspectiveCameras``, and
+    each frame's pixel intrinsics ``fl_x``, ``fl_y``, ``cx``, ``cy`` at ``image_size`` for
+    ``PerspectiveCameras`` (their ``fov`` is the vertical one of ``fl_y``).
 
     Args:
         path: the JSON file to write.
-        cameras: ``n_frames`` cameras with square pixels (``aspect_ratio`` 1).
+        cameras: ``n_frames`` cameras: ``FoVPerspectiveCameras`` with square pixels
+            (``aspect_ratio`` 1), or ``PerspectiveCameras`` (screen-space ones for
+            ``image_size``: see :func:`resize_cameras`).
         image_size: ``(H, W)``.
         fps: frames per second (> 0).
         seconds: duration (> 0); ``None``: ``n_frames / fps``.
@@ -627,20 +799,35 @@ def save_camera_path(
     fps = check_number("fps", fps, 0, low_open=True)
     n = len(cameras)
     seconds = n / fps if seconds is None else check_number("seconds", seconds, 0, low_open=True)
-    if not torch.allclose(cameras.aspect_ratio, torch.ones_like(cameras.aspect_ratio)):
-        raise ValueError(
-            "cameras.aspect_ratio must be 1 (square pixels) to be written as a nerfstudio "
-            f"camera path; got {cameras.aspect_ratio.tolist()}."
-        )
     R = cameras.R.detach().cpu().double().numpy()
     T = cameras.T.detach().cpu().double().numpy()
-    fov = cameras.fov.detach().cpu().double()
-    fov_deg = (fov if cameras.degrees else torch.rad2deg(fov)).tolist()
+    extra: dict[str, Any] = {}
+    per_frame: list[dict[str, float]] = [{} for _ in range(n)]
+    if isinstance(cameras, PerspectiveCameras):
+        focal, pp = (v.detach().cpu().double() for v in screen_intrinsics(cameras, (H, W)))
+        fov_v = torch.rad2deg(2.0 * torch.atan(H / (2.0 * focal[:, 1]))).tolist()
+        per_frame = [
+            dict(zip(PIXEL_KEYS, [*focal[i].tolist(), *pp[i].tolist()], strict=True))
+            for i in range(n)
+        ]
+    elif isinstance(cameras, FoVPerspectiveCameras):
+        if not torch.allclose(cameras.aspect_ratio, torch.ones_like(cameras.aspect_ratio)):
+            raise ValueError(
+                "cameras.aspect_ratio must be 1 (square pixels) to be written as a nerfstudio "
+                f"camera path; got {cameras.aspect_ratio.tolist()}."
+            )
+        fov = cameras.fov.detach().cpu().double()
+        fov_deg = (fov if cameras.degrees else torch.rad2deg(fov)).tolist()
+        fov_v = [_vertical_fov_from_p3d(f, H, W) for f in fov_deg]
+        extra = {"znear": float(cameras.znear[0]), "zfar": float(cameras.zfar[0])}
+    else:
+        raise ValueError(f"cameras of type {type(cameras).__name__} cannot be written.")
     frames = [
         {
             "camera_to_world": p3d_to_c2w(R[i], T[i]).reshape(-1).tolist(),
-            "fov": _vertical_fov_from_p3d(fov_deg[i], H, W),
+            "fov": fov_v[i],
             "aspect": W / H,
+            **per_frame[i],
         }
         for i in range(n)
     ]
@@ -650,8 +837,7 @@ def save_camera_path(
         "render_width": W,
         "fps": fps,
         "seconds": seconds,
-        "znear": float(cameras.znear[0]),
-        "zfar": float(cameras.zfar[0]),
+        **extra,
         "camera_path": frames,
     }
     data = (json.dumps(meta, indent=2) + "\n").encode()

@@ -15,8 +15,12 @@
   (``geometry.json``, and ``geometry/*`` keys merged into ``DIR/eval.json``).
 
 Points and meshes are mapped back to a capture's original frame with the inverse of the
-run's ``world_transform`` (when the scene has one); geometry metrics are computed before,
-in the scene's frame.
+run's ``world_transform`` (when the scene has one), and depths to the capture's units
+(divided by the transform's scale; ``depth.json`` says which); geometry metrics are
+computed before, in the scene's frame. A run fitted in NDC (``data=llff data.ndc=true``) renders NDC
+depths and its field lives in the NDC cube: depths, points and mesh vertices are mapped back
+to the world first (the default ``bbox`` 1 is the whole NDC cube; its far side ``Z -> 1`` is
+infinitely far: ``bbox=[[-1,-1,-1],[1,1,0.9]]`` leaves the far background out).
 
 Options: ``bbox=B`` (half-size of the cube ``[-B, B]^3``, or ``[[x0,y0,z0],[x1,y1,z1]]``;
 default: the run's ``model.bbox`` if its config has one, else 1), ``resolution=128``,
@@ -41,6 +45,7 @@ from typing import Any
 import torch
 
 from nerf_lab.cli import run_command
+from nerf_lab.ndc import NDCSpace
 from nerf_lab.validate import check_bool, check_choice, check_int, check_number, is_number
 
 log = logging.getLogger("nerf_lab")
@@ -95,6 +100,16 @@ def inverse_world_transform(setup: Mapping[str, Any]) -> torch.Tensor | None:
     if m is None:
         return None
     return torch.linalg.inv(torch.as_tensor(m, dtype=torch.float64))
+
+
+def world_scale(setup: Mapping[str, Any]) -> float:
+    """The uniform scale ``s`` of the run's ``world_transform`` (capture -> scene units:
+    view-space depths in the scene are ``s`` times the capture's); 1 without one."""
+    m = setup.get("world_transform")
+    if m is None:
+        return 1.0
+    linear = torch.as_tensor(m, dtype=torch.float64)[:3, :3]
+    return float(torch.linalg.det(linear).abs() ** (1.0 / 3.0))
 
 
 def transform_points(points: torch.Tensor, matrix: torch.Tensor | None) -> torch.Tensor:
@@ -180,6 +195,9 @@ def export_mesh(
     if true is not None:
         out.update(geometry_metrics(mesh, true, geometry_points))
         write_json_atomic(out_dir / "geometry.json", out)
+    if (setup or {}).get("ndc") is not None:
+        mesh = ndc_mesh_to_world(mesh, NDCSpace.from_state(setup["ndc"]))  # type: ignore[index]
+        out.update(n_vertices=len(mesh.verts), n_faces=len(mesh.faces))
     inv = inverse_world_transform(setup or {})
     saved = mesh if inv is None else transform_mesh(mesh, inv)
     out["mesh_ply"] = str(write_ply(out_dir / "mesh.ply", saved.verts, saved.faces,
@@ -187,6 +205,29 @@ def export_mesh(
     out["mesh_obj"] = str(write_obj(out_dir / "mesh.obj", saved.verts, saved.faces,
                                     saved.vertex_colors))  # fmt: skip
     return out
+
+
+def ndc_mesh_to_world(mesh: Any, space: NDCSpace) -> Any:
+    """A mesh extracted in a run's NDC cube, mapped to the scene's world frame.
+
+    Vertices go through :meth:`~nerf_lab.ndc.NDCSpace.to_world`; faces touching a vertex at
+    ``Z >= 1`` (infinitely far) are dropped, with the vertices only they used; normals are
+    recomputed from the mapped faces (the map is projective, not affine; it keeps the faces'
+    orientation: its Jacobian has a positive determinant).
+    """
+    from nerf_lab.export_utils import Mesh, vertex_normals
+
+    verts = space.to_world(mesh.verts.double())
+    finite = torch.isfinite(verts).all(-1) & (mesh.verts[:, 2] < 1.0)
+    faces = mesh.faces[finite[mesh.faces].all(-1)]
+    used = torch.zeros(len(verts), dtype=torch.bool)
+    used[faces.reshape(-1)] = True
+    new_index = torch.cumsum(used.long(), 0) - 1
+    verts = verts[used].float()
+    faces = new_index[faces]
+    colors = None if mesh.vertex_colors is None else mesh.vertex_colors[used]
+    normals = None if mesh.vertex_normals is None else vertex_normals(verts, faces)
+    return Mesh(verts, faces, colors, normals)
 
 
 def _render_split(run: Any, args: dict[str, Any]) -> tuple[Any, Any]:
@@ -202,6 +243,22 @@ def _render_split(run: Any, args: dict[str, Any]) -> tuple[Any, Any]:
     with ViewProgress(len(cams), f"render {split} views", bar=args.get("progress")) as bar:
         out = run.renderer.render_views(cams, run.grid_raysampler(h, w), None, bar)
     return cams, out
+
+
+def ndc_depth_points(run: Any, cams: Any, depth: torch.Tensor) -> torch.Tensor:
+    """World points ``(n_views, H, W, 3)`` (the scene's frame) of depths rendered by a run
+    fitted in NDC: ``depth (n_views, H, W, 1)`` is the NDC ray parameter ``t`` of each pixel's
+    NDC ray ``o + t d``, mapped back with :meth:`~nerf_lab.ndc.NDCSpace.to_world` (``t = 1``,
+    infinity, gives non-finite points)."""
+    space = run.ndc
+    h, w = depth.shape[1:3]
+    sampler = run.grid_raysampler(h, w)
+    out = []
+    for i in range(len(cams)):
+        rays = sampler(cameras=cams[[i]])
+        p = rays.origins[0] + depth[i].to(rays.origins) * rays.directions[0]
+        out.append(space.to_world(p.double()).to(depth.dtype))
+    return torch.stack(out)
 
 
 def _threshold(args: dict[str, Any]) -> float:
@@ -248,23 +305,34 @@ def export_run(args: dict[str, Any]) -> Path:
     cams, out = _render_split(run, args)
     out_dir = new_output_dir(run.run_dir / "exports", what)
     mask = out.opacity[..., 0] >= threshold
+    depth, ndc_points = out.depth, None
+    if run.ndc is not None:  # rendered depths are the NDC parameter: back to the world
+        ndc_points = ndc_depth_points(run, cams, out.depth)
+        depth = (ndc_points @ cams.R[:, None] + cams.T[:, None, None])[..., 2:]
+        mask = mask & torch.isfinite(depth[..., 0])
     if what == "depth":
+        scale = world_scale(run.setup)  # scene units per capture unit
+        units = "scene units" if run.setup.get("world_transform") is None else "capture units"
         for i in range(len(cams)):
-            d = out.depth[i, ..., 0].cpu()
+            d = depth[i, ..., 0].cpu() / scale
             m = mask[i].cpu()
             write_depth_png16(out_dir / f"view_{i:03d}_depth.png", d * m, DEPTH_PNG_SCALE)
             write_depth_npy(out_dir / f"view_{i:03d}_depth.npy",
                             torch.where(m, d, torch.full_like(d, float("nan"))))  # fmt: skip
         write_json_atomic(out_dir / "depth.json", {
-            "png_scale": DEPTH_PNG_SCALE, "units": "view-space z-depth (scene units)",
+            "png_scale": DEPTH_PNG_SCALE, "units": f"view-space z-depth ({units})",
+            "scene_units_per_capture_unit": scale,
             "opacity_threshold": threshold, "split": args.get("split", "test"),
             "n_views": len(cams),
         })  # fmt: skip
         return out_dir
     points, colors = [], []
     for i in range(len(cams)):
-        p, c = depth_to_pointcloud(out.depth[i], out.rgb[i, ..., :3].clamp(0, 1), cams[[i]],
-                                   mask[i])  # fmt: skip
+        rgb = out.rgb[i, ..., :3].clamp(0, 1)
+        if ndc_points is not None:
+            p, c = ndc_points[i][mask[i]], rgb[mask[i]]
+        else:
+            p, c = depth_to_pointcloud(out.depth[i], rgb, cams[[i]], mask[i])
         points.append(p.cpu())
         colors.append(c.cpu())
     pts = transform_points(torch.cat(points), inverse_world_transform(run.setup))

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nerf_lab.cameras import FoVPerspectiveCameras
+from nerf_lab.cameras import CamerasBase
 from nerf_lab.fileio import atomic_write_data
 from nerf_lab.raysamplers import RayBundle, ndc_pixel_grid
 from nerf_lab.validate import check_choice, check_int, check_number, is_int, is_number
@@ -429,20 +429,23 @@ def extract_mesh(
 def depth_to_pointcloud(
     depth: torch.Tensor,
     rgb: torch.Tensor | None,
-    camera: FoVPerspectiveCameras,
+    camera: CamerasBase,
     mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """World points of a depth map (view-space z-depths, as nerf_lab renders them).
 
-    Each pixel centre's NDC ``(x, y)`` (:func:`nerf_lab.raysamplers.ndc_pixel_grid`, the
-    raysampler's grid) and its depth are unprojected with
-    ``camera.unproject_points(..., world_coordinates=True)``: pixel ``(i, j)`` of depth
-    ``z`` gives the point at depth ``z`` on the ray through that pixel.
+    Pixel ``(i, j)`` of depth ``z`` gives the point at depth ``z`` on the ray through that
+    pixel centre, the raysampler's ray: the view direction through the pixel centre's NDC
+    ``(x, y)`` (:func:`nerf_lab.raysamplers.ndc_pixel_grid`,
+    ``camera.get_ray_directions_view``, view-space z = 1) times ``z``, mapped to the world.
+    This holds for every camera kind (also screen-space ``PerspectiveCameras`` whose
+    ``image_size`` is a multiple of ``(H, W)``: the NDC grid depends on the aspect only).
 
     Args:
         depth: ``(H, W)`` (or ``(H, W, 1)``) z-depths.
         rgb: optional ``(H, W, 3)`` colours.
-        camera: one camera (``len(camera) == 1``).
+        camera: one camera (``len(camera) == 1``), ``FoVPerspectiveCameras`` or
+            ``PerspectiveCameras``.
         mask: optional ``(H, W)`` bool (or ``(H, W, 1)``) pixels to keep; default: pixels
             with a finite depth > 0.
 
@@ -467,10 +470,12 @@ def depth_to_pointcloud(
         if tuple(mask.shape) != (H, W):
             raise ValueError(f"mask must have shape ({H}, {W}); got {tuple(mask.shape)}.")
         mask = mask.bool()
-    xy = ndc_pixel_grid(H, W, device=camera.device)
-    xyz = torch.cat([xy, depth.to(camera.device, torch.float32)[..., None]], dim=-1)
-    xyz = xyz.reshape(-1, 3)[mask.reshape(-1).to(camera.device)]
-    points = camera.unproject_points(xyz[None], world_coordinates=True)[0]
+    keep = mask.reshape(-1).to(camera.device)
+    xy = ndc_pixel_grid(H, W, device=camera.device).reshape(1, -1, 2)[:, keep]
+    z = depth.to(camera.device, torch.float32).reshape(-1)[keep]
+    view = camera.get_ray_directions_view(xy)[0] * z[:, None]
+    R, T = camera.R[0].to(view.dtype), camera.T[0].to(view.dtype)
+    points = (view - T) @ R.T
     colors = None if rgb is None else rgb.reshape(-1, 3)[mask.reshape(-1).to(rgb.device)]
     return points, colors
 

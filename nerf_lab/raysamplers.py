@@ -64,8 +64,9 @@ def ray_bundle_to_ray_points(ray_bundle: RayBundle) -> torch.Tensor:
 
 
 def _check_depths(min_depth: float, max_depth: float) -> None:
-    if not (float(min_depth) > 0.0):
-        raise ValueError(f"min_depth must be > 0; got {min_depth!r}.")
+    # 0 is allowed: NDC rays (nerf_lab.ndc) sample the NDC parameter t in [0, 1].
+    if not (float(min_depth) >= 0.0):
+        raise ValueError(f"min_depth must be >= 0; got {min_depth!r}.")
     if not (float(min_depth) < float(max_depth)):
         raise ValueError(
             f"min_depth must be smaller than max_depth; got min_depth={min_depth!r}, "

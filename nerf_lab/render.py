@@ -9,6 +9,12 @@ Options (``key=value``):
   ``interpolate``: a smooth path through the training views ``keyframes=[i,j,...]``
   (default: 4 evenly spaced ones); ``file``: the nerfstudio camera-path JSON ``file=PATH``
   (its size and fps unless given here).
+  The cameras are of the run's kind: for a capture (``PerspectiveCameras``) they have the
+  first training camera's intrinsics (focal lengths, principal point) scaled to the render
+  size; orbits and spirals circle the origin, the centre of a normalised capture, about +Y
+  (its mean camera up). A run fitted in NDC (``data=llff data.ndc=true``, forward-facing)
+  renders ``spiral`` as the original NeRF's forward-facing spiral in front of its training
+  cameras (``radius`` / ``elevation`` do not apply) and refuses ``orbit``.
 * ``frames=N`` (default 60), ``fps=F`` (default 25), ``radius=R`` (default: the run's
   ``trainer.turntable_distance``), ``elevation=DEG`` (default 0 for orbit, 15 for spiral),
   ``elevation_amplitude=DEG`` (spiral, default 10).
@@ -71,6 +77,8 @@ def path_cameras(run: Any, args: dict[str, Any]) -> tuple[Any, tuple[int, int] |
     radius = _num(args, "radius", s.turntable_distance, positive=True)
     if kind != "file" and "file" in args:
         raise ValueError(f"file=... is only used with path=file; got path={kind!r}.")
+    if run.ndc is not None and kind in ("orbit", "spiral"):
+        return _forward_facing_path(run, args, kind, frames), None, fps or 25.0
     if kind == "orbit":
         cams = cp.orbit(frames, radius, _num(args, "elevation", 0.0), run.camera_like())
     elif kind == "spiral":
@@ -103,11 +111,32 @@ def path_cameras(run: Any, args: dict[str, Any]) -> tuple[Any, tuple[int, int] |
     return cams, None, fps or 25.0
 
 
+def _forward_facing_path(run: Any, args: dict[str, Any], kind: str, frames: int) -> Any:
+    """``path=spiral`` of a run fitted in NDC (a forward-facing capture): NeRF's spiral in
+    front of the training cameras; ``path=orbit`` is refused (it would look from behind)."""
+    from nerf_lab import camera_paths as cp
+
+    if kind == "orbit":
+        raise ValueError(
+            "path=orbit: this run was fitted in NDC (data.ndc=true, a forward-facing capture), "
+            "which only renders cameras looking the way the capture's cameras look; use "
+            "path=spiral (NeRF's forward-facing spiral), path=interpolate or path=file."
+        )
+    ignored = sorted({"radius", "elevation", "elevation_amplitude"} & set(args))
+    if ignored:
+        raise ValueError(
+            f"{', '.join(ignored)}: not used by the forward-facing spiral of an NDC run (its "
+            "size comes from the training cameras' spread and the capture's depth bounds)."
+        )
+    scene = run.scene()
+    return cp.forward_facing_spiral(scene.split("train")[0], scene.near, scene.far, frames)
+
+
 def render_path(args: dict[str, Any]) -> Path:
     """Render the run named by ``args`` along its camera path; returns the new folder."""
     import torch
 
-    from nerf_lab.camera_paths import save_camera_path
+    from nerf_lab.camera_paths import save_camera_path, to_camera_kind
     from nerf_lab.config import trainer_settings
     from nerf_lab.run_outputs import ViewProgress, depth_range, new_output_dir
     from nerf_lab.runs import load_run
@@ -131,6 +160,7 @@ def render_path(args: dict[str, Any]) -> Path:
     if height is None:
         scale = _num(args, "scale", s.turntable_scale, positive=True)
         height, width = (max(1, round(n * scale)) for n in run.image_hw)
+    cams = to_camera_kind(cams, run.camera_like(), (height, width))
     near, far = depth_range(run.config, run.setup)
     kind = args.get("path", "orbit")
     out_dir = new_output_dir(run.run_dir / "renders", kind)

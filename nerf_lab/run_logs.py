@@ -89,6 +89,7 @@ def startup_summary(trainer: Any) -> str:
         f"test_views={len(trainer.test_views[0])} image={h}x{w} parameters={n_params:,} "
         f"rays/step={s.batch_size}x{rays // max(s.batch_size, 1)}={rays} x {pts} points "
         f"(+ resampler passes) n_iter={s.n_iter} from step {trainer.step}"
+        + (" rays=NDC (depths 0..1)" if trainer.scene.ndc is not None else "")
     )
 
 

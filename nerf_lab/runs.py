@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nerf_lab.build import build, build_scene
+from nerf_lab.build import build, build_scene, grid_sampler
 from nerf_lab.cameras import cameras_from_state
 from nerf_lab.checkpoint import load_checkpoint, load_latest
 from nerf_lab.config import check_config, trainer_settings
 from nerf_lab.device import resolve_device
+from nerf_lab.ndc import NDCSpace
 from nerf_lab.renderer import Renderer
 from nerf_lab.safety import check_targets
 
@@ -75,12 +76,18 @@ class LoadedRun:
         h, w = self.setup["image_size"]
         return int(h), int(w)
 
+    @property
+    def ndc(self) -> NDCSpace | None:
+        """The NDC space the run was fitted in (``data.ndc=true``), else None."""
+        state = self.setup.get("ndc")
+        return None if state is None else NDCSpace.from_state(state)
+
     def grid_raysampler(self, height: int, width: int) -> Any:
-        """A full-image raysampler of ``height`` x ``width`` with the run's depth range."""
+        """A full-image raysampler of ``height`` x ``width`` with the run's depth range (NDC
+        rays for a run fitted in NDC)."""
         node = self.config.raysampler.render
-        return build(node, "raysampler.render", **self.setup["depths"])(
-            image_height=height, image_width=width
-        )
+        render = build(node, "raysampler.render", **self.setup["depths"])
+        return grid_sampler(render, self.ndc)(height, width)
 
     def camera_like(self) -> Any:
         """A camera (of the scene's type) with the intrinsics of the run's first training

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from nerf_lab import hooks
-from nerf_lab.camera_paths import turntable_cameras
+from nerf_lab.camera_paths import forward_facing_spiral, turntable_cameras
 from nerf_lab.checkpoint import (
     checkpoint_run_id,
     list_checkpoints,
@@ -367,12 +367,18 @@ class Trainer:
         self.logger.log_image("render/heldout", panel, self.step)
 
     def turntable(self, out_dir: Path | None = None) -> Path | None:
-        """The tutorial's rotating render: GIF and PNG grid (and a grid in the loggers)."""
+        """The tutorial's rotating render (NeRF's forward-facing spiral for a scene sampled in
+        NDC): GIF and PNG grid (and a grid in the loggers)."""
         if self.s.turntable_frames < 1:
             return None
-        cams = turntable_cameras(
-            self.s.turntable_frames, self.train_views[0], self.s.turntable_distance
-        )
+        if self.scene.ndc is None:
+            cams = turntable_cameras(
+                self.s.turntable_frames, self.train_views[0], self.s.turntable_distance
+            )
+        else:  # forward-facing (NDC rays): NeRF's spiral; an orbit would look from behind
+            cams = forward_facing_spiral(
+                self.train_views[0], self.scene.near, self.scene.far, self.s.turntable_frames
+            ).to(self.device)
         from nerf_lab.run_outputs import ViewProgress
 
         h, w = (max(1, round(n * self.s.turntable_scale)) for n in self.image_hw)

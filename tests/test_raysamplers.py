@@ -141,7 +141,7 @@ def test_subsampled_grid_and_mask():
     "kwargs,match",
     [
         (dict(min_depth=3.0, max_depth=1.0), "min_depth must be smaller"),
-        (dict(min_depth=0.0, max_depth=1.0), "min_depth must be > 0"),
+        (dict(min_depth=-0.5, max_depth=1.0), "min_depth must be >= 0"),  # 0: NDC rays
         (dict(n_pts_per_ray=0), "n_pts_per_ray must be a positive integer; got 0"),
         (dict(image_width=-2), "image_width must be a positive integer; got -2"),
     ],

@@ -15,12 +15,13 @@ from nerf_lab.cameras import cameras_from_state, cameras_to_state
 from nerf_lab.checkpoint import atomic_write_bytes
 from nerf_lab.data.mesh import file_sha256
 from nerf_lab.data.scene import Scene
+from nerf_lab.ndc import NDCSpace
 
 # Bump when the renderer or a builder changes what it produces: old cache entries are ignored.
 CACHE_VERSION = 1
 # Version of the file layout written by save_scene; files of another format are rebuilt.
 # 2: optional silhouettes (None), the scene's near / far, any camera type.
-# 3: world_transform.
+# 3: world_transform; an optional "ndc" (NDC space state) read when present.
 _FILE_FORMAT = 3
 
 
@@ -75,6 +76,7 @@ def save_scene(scene: Scene, path: str | Path) -> None:
         "near": scene.near,
         "far": scene.far,
         "world_transform": scene.world_transform,
+        "ndc": None if scene.ndc is None else scene.ndc.to_state(),
         "cameras": cameras_to_state(scene.cameras),
     }
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
@@ -95,6 +97,7 @@ def load_scene(path: str | Path) -> Scene:
         near=payload["near"],
         far=payload["far"],
         world_transform=payload["world_transform"],
+        ndc=None if payload.get("ndc") is None else NDCSpace.from_state(payload["ndc"]),
     )
 
 

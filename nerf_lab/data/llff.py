@@ -14,9 +14,13 @@ The per-image bounds give the scene's depth range (times the normalisation's sca
 region of interest for the normalisation is the part of every view frustum between its
 bounds (no sparse points are stored).
 
-Not supported: the original NeRF's NDC-space rays for forward-facing scenes (see
-``docs/captures.md``); scenes load in ordinary world space, with ``near`` / ``far`` from the
-bounds.
+``ndc=True`` (``data=llff data.ndc=true``): the original NeRF's NDC rays for forward-facing
+captures. The scene keeps its (normalised) world frame and its bounds as ``near`` / ``far``,
+and gets an :class:`~nerf_lab.ndc.NDCSpace` (``Scene.ndc``): the mean camera pose with the
+first camera's intrinsics, and a near plane at :data:`~nerf_lab.ndc.NDC_NEAR_FACTOR` (0.75,
+NeRF's ``bd_factor``) times the nearest bound. Runs on it sample rays in NDC (depths 0..1);
+cameras that are not forward-facing for that space
+(:meth:`~nerf_lab.ndc.NDCSpace.camera_problems`) are an error at load.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from nerf_lab.data.capture import (
     rotation_problem,
 )
 from nerf_lab.data.scene import Scene, SceneValidationError
+from nerf_lab.ndc import NDC_NEAR_FACTOR, NDCSpace
 
 
 def llff_to_p3d(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +97,7 @@ def load_llff(
     rescale: bool = True,
     roi_percentile: float = 0.0,
     name: str | None = None,
+    ndc: bool = False,
 ) -> Scene:
     """Load an LLFF capture as a :class:`Scene` (normalised, see :mod:`nerf_lab.data.capture`).
 
@@ -103,6 +109,8 @@ def load_llff(
         orient_up, recenter, rescale, roi_percentile: normalisation; the ROI is the part of
             the view frusta between the bounds.
         name: scene name (default: the folder name).
+        ndc: sample rays in NeRF's NDC space of the mean camera (forward-facing captures;
+            see the module docstring).
 
     Also the Hydra builder ``data=llff`` (``llff_scene``): the YAML's keys are these
     arguments.
@@ -110,9 +118,11 @@ def load_llff(
     Raises:
         SceneValidationError: every problem at once (a bad ``poses_bounds.npy``, image count
             not matching the poses, non-rotations, bad bounds, image sizes disagreeing with
-            ``H, W``, ...).
+            ``H, W``, ...); with ``ndc=True``, every camera that is not forward-facing.
     """
     options = CaptureOptions.pick(locals(), roi_from="points")
+    if not isinstance(ndc, bool):
+        raise ValueError(f"ndc must be true or false; got {ndc!r}.")
     root = Path(path).expanduser()
     what = f"LLFF capture {root}"
     npy = root / "poses_bounds.npy"
@@ -185,7 +195,7 @@ def load_llff(
         same_stem = sorted((root / f"images_{factor}").glob(file.stem + ".*"))
         return same_stem[0] if same_stem else None
 
-    return build_capture_scene(
+    scene = build_capture_scene(
         name if name is not None else root.name,
         views,
         splits,
@@ -195,6 +205,18 @@ def load_llff(
         downscaled_path=downscaled,
         options=options,
     )
+    if ndc:
+        assert scene.near is not None
+        space = NDCSpace.from_cameras(scene.cameras, NDC_NEAR_FACTOR * scene.near)
+        bad = space.camera_problems(scene.cameras, scene.image_size, [v.name for v in views])
+        if bad:
+            raise SceneValidationError(
+                bad,
+                f"{what} with data.ndc=true (NDC rays need a forward-facing capture: every "
+                "camera looking into the mean camera's image, every ray pointing forward)",
+            )
+        scene.ndc = space
+    return scene
 
 
 # The Hydra builder (``data=llff``): the loader itself, its keyword arguments are the YAML's keys.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from nerf_lab.cameras import CamerasBase
+from nerf_lab.ndc import NDCSpace
 from nerf_lab.validate import is_number
 
 REQUIRED_SPLITS = ("train", "test")
@@ -53,6 +54,9 @@ class Scene:
             scene's (normalised) frame, for column vectors: ``p_scene = M @ [p_capture, 1]``;
             ``None`` for scenes generated in their own frame. Its inverse maps renders and
             exports back to the capture frame.
+        ndc: for forward-facing captures loaded with NDC rays (``data=llff data.ndc=true``):
+            the NDC space (:class:`~nerf_lab.ndc.NDCSpace`, in the scene's frame) in which
+            the scene is to be sampled and fitted; ``None``: ordinary world-space rays.
     """
 
     name: str
@@ -64,6 +68,7 @@ class Scene:
     near: float | None = None
     far: float | None = None
     world_transform: torch.Tensor | None = None
+    ndc: NDCSpace | None = None
 
     def __post_init__(self) -> None:
         images, sil = self.images, self.silhouettes
@@ -95,6 +100,8 @@ class Scene:
             if not torch.allclose(m[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=m.dtype)):
                 raise ValueError(f"world_transform's last row must be [0, 0, 0, 1]; got {m[3]}.")
             self.world_transform = m
+        if self.ndc is not None and not isinstance(self.ndc, NDCSpace):
+            raise ValueError(f"ndc must be an NDCSpace or None; got {self.ndc!r}.")
         missing = [s for s in REQUIRED_SPLITS if s not in self.splits]
         if missing:
             raise ValueError(
@@ -163,6 +170,7 @@ class Scene:
             near=self.near,
             far=self.far,
             world_transform=self.world_transform,
+            ndc=self.ndc,
         )
 
     def __repr__(self) -> str:
@@ -170,7 +178,9 @@ class Scene:
         return (
             f"Scene(name={self.name!r}, n_views={len(self)}, image_size={self.image_size}, "
             f"splits={sizes}, silhouettes={self.has_silhouettes}, near={self.near}, "
-            f"far={self.far}, background_color={self.background_color})"
+            f"far={self.far}, background_color={self.background_color}"
+            + ("" if self.ndc is None else f", ndc={self.ndc}")
+            + ")"
         )
 
 
