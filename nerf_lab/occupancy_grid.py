@@ -18,11 +18,15 @@ drawn from that step-function PDF with one quantile per stratum
 (:func:`~nerf_lab.sample_pdf.invert_cdf`, ``eps = 0``): uniform over the occupied length,
 and every sample inside an occupied cell. A ray that crosses no occupied cell ("early
 out") gets evenly spread samples over ``[near, far]`` instead (its weights will be ~0),
-and ``aux["occupancy_hit"]`` ``(..., 1)`` says which rays hit.
+and ``aux["occupancy_hit"]`` ``(..., 1)`` says which rays hit; the same rays are marked
+in ``aux[Resampler.ACTIVE_RAYS]`` (bool), so renders with
+:class:`~nerf_lab.render_shortcuts.RenderShortcuts` evaluate the field only on the rays
+that hit (evaluation only; training evaluates every ray).
 
 **Limits.** Bundles keep a fixed number of points per ray, so the grid concentrates
-samples but saves no field evaluations (nerfacc's packed, variable-length samples do);
-a renderer may skip rays with ``occupancy_hit == 0``. The fields compute a point's
+samples but saves no field evaluations by itself (nerfacc's packed, variable-length
+samples do); in evaluation the renderer's ray skipping and early ray termination
+(:mod:`nerf_lab.render_shortcuts`) save most of them. The fields compute a point's
 opacity over the spacing to the next sample, which across a skipped gap is the gap's
 length: the last sample before a gap is over-weighted if its density is not ~0 (with a
 conservative grid, the edge of an occupied region is nearly empty). A ray is cut into
@@ -339,8 +343,9 @@ class OccupancyResampler(Resampler):
 
     ``forward(input_ray_bundle, ray_weights=None)``: only the rays and the depth range
     ``[lengths[..., 0], lengths[..., -1]]`` of the input are used. Returns ``(bundle,
-    aux)``: sorted lengths ``(..., n_pts_per_ray)`` and ``aux = {"occupancy_hit": (..., 1)}``
-    (1.0 where the ray crosses an occupied cell).
+    aux)``: sorted lengths ``(..., n_pts_per_ray)`` and ``aux = {"occupancy_hit": (..., 1),
+    Resampler.ACTIVE_RAYS: (..., 1)}``: 1.0 (float), resp. true (bool), where the ray
+    crosses an occupied cell (rays that cross none need no field evaluation).
 
     Hooks: :meth:`on_train_step` updates the grid; bind the field with :meth:`bind_field`.
     """
@@ -404,4 +409,4 @@ class OccupancyResampler(Resampler):
             samples = invert_cdf(edges, weights, u, eps=0.0, exact_cumsum=False)
             samples = torch.sort(samples, dim=-1).values
         bundle = input_ray_bundle._replace(lengths=samples)
-        return bundle, {"occupancy_hit": hit.to(lengths.dtype)}
+        return bundle, {"occupancy_hit": hit.to(lengths.dtype), self.ACTIVE_RAYS: hit}
