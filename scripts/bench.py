@@ -50,6 +50,7 @@ from nerf_lab.build import build_trainer
 from nerf_lab.camera_paths import turntable_cameras
 from nerf_lab.config import CONF_DIR, trainer_settings
 from nerf_lab.evaluation import evaluate_views
+from nerf_lab.proposal import ProposalResampler
 from nerf_lab.render_shortcuts import RenderShortcuts
 from nerf_lab.runs import LoadedRun, load_run
 
@@ -149,6 +150,11 @@ def bench_shortcuts(run: LoadedRun, args: argparse.Namespace) -> dict[str, Any]:
     settings = trainer_settings(run.config.trainer)
     cams = turntable_cameras(1, run.camera_like(), settings.turntable_distance)
     field, resampler = run.renderer.field, run.renderer.resampler
+    skip = None
+    if args.proposal_skip_threshold is not None:
+        if not isinstance(resampler, ProposalResampler):
+            raise ValueError("--proposal-skip-threshold: the run has no ProposalResampler")
+        skip = (resampler.skip_threshold, args.proposal_skip_threshold)
     result: dict[str, Any] = {
         "run": str(run.run_dir),
         "step": run.step,
@@ -160,9 +166,19 @@ def bench_shortcuts(run: LoadedRun, args: argparse.Namespace) -> dict[str, Any]:
             "segment_size": shortcuts.segment_size,
         },
     }
+    if isinstance(resampler, ProposalResampler):
+        result["shortcuts"]["proposal_skip_threshold"] = (
+            resampler.skip_threshold if skip is None else skip[1]
+        )
+
+    def use(value: RenderShortcuts | None) -> None:
+        run.renderer.shortcuts = value
+        if skip is not None and isinstance(resampler, ProposalResampler):
+            resampler.skip_threshold = skip[1] if value is not None else skip[0]
+
     frames = {}
     for name, value in (("with", shortcuts), ("without", None)):
-        run.renderer.shortcuts = value
+        use(value)
         stats, frames[name] = profile_renders(
             run.render_views, cams, run.image_hw, args.render_size, args.renders, run.device,
             field, resampler,
@@ -180,7 +196,7 @@ def bench_shortcuts(run: LoadedRun, args: argparse.Namespace) -> dict[str, Any]:
         n = min(len(test_cams), args.psnr_views)
         h, w = run.image_hw
         for name, value in (("with", shortcuts), ("without", None)):
-            run.renderer.shortcuts = value
+            use(value)
             metrics, _ = evaluate_views(
                 run.renderer, run.grid_raysampler(h, w), test_cams[list(range(n))].to(run.device),
                 images[:n].to(run.device),
@@ -188,6 +204,7 @@ def bench_shortcuts(run: LoadedRun, args: argparse.Namespace) -> dict[str, Any]:
             result[f"psnr_{name}"] = round(metrics["eval/psnr"], 4)
         result["psnr_views"] = n
         result["psnr_diff"] = round(result["psnr_with"] - result["psnr_without"], 4)
+    use(None)
     run.renderer.shortcuts = configured
     return result
 
@@ -221,6 +238,12 @@ def main() -> None:
     )
     parser.add_argument("--termination-threshold", type=float, default=None)
     parser.add_argument("--segment-size", type=int, default=None)
+    parser.add_argument(
+        "--proposal-skip-threshold",
+        type=float,
+        default=None,
+        help="set a ProposalResampler's skip_threshold for the renders with shortcuts",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=tutorial")
     args = parser.parse_args()
 

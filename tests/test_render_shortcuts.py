@@ -353,3 +353,28 @@ def test_a_resume_may_change_the_render_shortcuts():
     assert is_mutable("raysampler.render_shortcuts.termination_threshold")
     assert is_mutable("raysampler.render_shortcuts")
     assert not is_mutable("raysampler.n_pts_per_ray")
+
+
+# ------------------------------------------------------------------------- proposal
+
+
+def test_proposal_resampler_marks_rays_of_low_proposal_opacity():
+    from nerf_lab.proposal import ProposalOutputs, ProposalResampler
+
+    torch.manual_seed(0)
+    bundle = _bundle(n_rays=50, n_pts=16, seed=4)
+    plain = ProposalResampler(n_proposal_samples=[16], n_pts_per_ray=8).eval()
+    with torch.no_grad():
+        plain.fields[0].raw.copy_(torch.randn_like(plain.fields[0].raw) * 3.0)
+    _, aux = plain(input_ray_bundle=bundle)
+    assert ACTIVE_RAYS not in aux  # skip_threshold 0: no ray marked
+    opacity = ProposalOutputs.from_aux(aux).weights[-1].detach().sum(-1, keepdim=True)
+    threshold = float(opacity.median())
+    marking = ProposalResampler(n_proposal_samples=[16], n_pts_per_ray=8,
+                                skip_threshold=threshold).eval()  # fmt: skip
+    marking.load_state_dict(plain.state_dict())
+    out, aux = marking(input_ray_bundle=bundle)
+    assert torch.equal(aux[ACTIVE_RAYS], opacity > threshold)
+    assert 0 < int(aux[ACTIVE_RAYS].sum()) < 50
+    with pytest.raises(ValueError, match="skip_threshold"):
+        ProposalResampler(skip_threshold=1.0)
