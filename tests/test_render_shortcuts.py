@@ -378,3 +378,18 @@ def test_proposal_resampler_marks_rays_of_low_proposal_opacity():
     assert 0 < int(aux[ACTIVE_RAYS].sum()) < 50
     with pytest.raises(ValueError, match="skip_threshold"):
         ProposalResampler(skip_threshold=1.0)
+
+
+@pytest.mark.parametrize("name", ["NGPField", "KPlanesField"])
+def test_hybrid_fields_take_segments_with_no_point_in_their_box(name):
+    """A late segment of rays that have left the box holds no point inside it: the
+    fields return zeros instead of failing on an empty encoding."""
+    from nerf_lab import models
+
+    field = getattr(models, name)()
+    bundle = RayBundle(torch.full((3, 3), 5.0), torch.ones(3, 3),
+                       torch.linspace(1.0, 2.0, 4).expand(3, 4), torch.zeros(3, 2))  # fmt: skip
+    with torch.no_grad():
+        densities, colors = field(ray_bundle=bundle)
+    assert densities.shape == (3, 4, 1) and colors.shape == (3, 4, 3)
+    assert (densities == 0).all() and (colors == 0).all()
