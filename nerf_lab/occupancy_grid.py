@@ -326,14 +326,21 @@ def occupied_segments(
         ``(..., n_edges - 1)`` bool.
     """
     lo = origins.new_tensor(aabb[:3])
-    hi = origins.new_tensor(aabb[3:])
-    res = torch.tensor(binaries.shape, device=origins.device)
+    extent = origins.new_tensor(aabb[3:]) - lo
+    res = binaries.shape
     mids = 0.5 * (edges[..., 1:] + edges[..., :-1])
-    points = origins[..., None, :] + mids[..., None] * directions[..., None, :]
-    cell = torch.floor((points - lo) / (hi - lo) * res.to(points.dtype)).long()
-    inside = ((cell >= 0) & (cell < res)).all(dim=-1)
-    cell = torch.minimum(cell.clamp(min=0), res - 1)
-    flat = (cell[..., 0] * res[1] + cell[..., 1]) * res[2] + cell[..., 2]
+    # One axis at a time (the arithmetic of (point - lo) / extent * res, on (..., n_edges - 1)
+    # tensors instead of (..., n_edges - 1, 3) ones).
+    inside: torch.Tensor | None = None
+    flat: torch.Tensor | None = None
+    for a in range(3):
+        p = origins[..., a : a + 1] + mids * directions[..., a : a + 1]
+        c = torch.floor((p - lo[a]) / extent[a] * float(res[a]))
+        ok = (c >= 0) & (c < res[a])
+        inside = ok if inside is None else inside & ok
+        c = c.clamp(0, res[a] - 1).long()
+        flat = c if flat is None else flat * res[a] + c
+    assert inside is not None and flat is not None
     return inside & binaries.reshape(-1)[flat]
 
 
