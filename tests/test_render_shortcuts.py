@@ -393,3 +393,21 @@ def test_hybrid_fields_take_segments_with_no_point_in_their_box(name):
         densities, colors = field(ray_bundle=bundle)
     assert densities.shape == (3, 4, 1) and colors.shape == (3, 4, 3)
     assert (densities == 0).all() and (colors == 0).all()
+
+
+def test_hierarchical_render_terminates_only_the_fine_pass():
+    from nerf_lab.resamplers import ProbabilisticRaysampler
+
+    bundle = _bundle(n_rays=30, n_pts=24, seed=5)
+    field = BallField(30.0)
+    raymarcher = EmissionAbsorptionRaymarcher()
+    fine = ProbabilisticRaysampler(32, stratified=False, stratified_test=False).eval()
+    shortcuts = RenderShortcuts(termination_threshold=1e-4, segment_size=8)
+    with torch.no_grad():
+        exact = render_rays(bundle, field, raymarcher, fine)
+        fast = render_rays(bundle, field, raymarcher, fine, shortcuts)
+    assert ((fast.weights == 0) & (exact.weights > 0)).any()  # the fine pass stopped early
+    torch.testing.assert_close(fast.passes[0].weights, exact.passes[0].weights, rtol=0, atol=0)
+    torch.testing.assert_close(fast.lengths, exact.lengths, rtol=0, atol=0)
+    assert (fast.rgb - exact.rgb).abs().max() <= 1e-4 + 1e-6
+    assert (fast.opacity - exact.opacity).abs().max() <= 1e-4 + 1e-6
