@@ -62,6 +62,7 @@ from nerf_lab.losses import SilhouetteLoss
 from nerf_lab.ndc import NDCRaysampler, ndc_box_problems
 from nerf_lab.perf import tune_malloc
 from nerf_lab.raysamplers import RayBundle, ndc_extent
+from nerf_lab.render_shortcuts import RenderShortcuts
 from nerf_lab.renderer import Renderer
 from nerf_lab.resume_diff import derived_keys, resume_changes
 from nerf_lab.rundir import absolute_paths
@@ -176,7 +177,8 @@ def build_components(cfg: DictConfig) -> Components:
     check_component_relations(resampler, loss_terms)
     bg = cfg.raymarcher.get("background_color")
     raymarcher = build(cfg.raymarcher, "raymarcher", background_color=None if bg == "auto" else bg)
-    renderer = Renderer(field, raymarcher, resampler, settings.precision, settings.chunk_size)
+    renderer = Renderer(field, raymarcher, resampler, settings.precision, settings.chunk_size,
+                        build_render_shortcuts(cfg))  # fmt: skip
     renderer.to(device)
     groups = hooks.param_groups(field, "field")
     if resampler is not None:
@@ -191,6 +193,12 @@ def build_components(cfg: DictConfig) -> Components:
     )
     call(render, "raysampler.render", image_height=2, image_width=2)
     return Components(settings, renderer, loss_terms, optimizer, scheduler, device)
+
+
+def build_render_shortcuts(cfg: DictConfig) -> RenderShortcuts | None:
+    """``raysampler.render_shortcuts`` (``None`` when absent or null: full renders)."""
+    node = cfg.raysampler.get("render_shortcuts")
+    return None if node is None else build(node, "raysampler.render_shortcuts")
 
 
 def check_component_relations(resampler: Any, loss_terms: dict[str, Any]) -> None:

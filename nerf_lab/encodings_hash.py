@@ -224,7 +224,11 @@ def hash_grid_encode(
     out = weighted_corner_sum(
         table, rows.reshape(8, -1), weights.reshape(8, -1).to(table.dtype)
     )  # (L * M, F), level-major
-    return out.reshape(n_levels, n_points, n_features).transpose(0, 1).reshape(n_points, -1)
+    return (
+        out.reshape(n_levels, n_points, n_features)
+        .transpose(0, 1)
+        .reshape(n_points, n_levels * n_features)
+    )
 
 
 class MultiresolutionHashEncoding(torch.nn.Module):

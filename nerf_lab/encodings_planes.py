@@ -166,7 +166,7 @@ def plane_features(
     product = planes[:, 0] * planes[:, 1] * planes[:, 2]  # (S, M, C)
     if not concat:
         return product.sum(0)
-    return product.transpose(0, 1).reshape(points.shape[0], -1)
+    return product.transpose(0, 1).reshape(points.shape[0], layout.n_scales * table.shape[1])
 
 
 def plane_views(table: torch.Tensor, layout: PlaneLayout) -> list[torch.Tensor]:

@@ -18,11 +18,15 @@ drawn from that step-function PDF with one quantile per stratum
 (:func:`~nerf_lab.sample_pdf.invert_cdf`, ``eps = 0``): uniform over the occupied length,
 and every sample inside an occupied cell. A ray that crosses no occupied cell ("early
 out") gets evenly spread samples over ``[near, far]`` instead (its weights will be ~0),
-and ``aux["occupancy_hit"]`` ``(..., 1)`` says which rays hit.
+and ``aux["occupancy_hit"]`` ``(..., 1)`` says which rays hit; the same rays are marked
+in ``aux[Resampler.ACTIVE_RAYS]`` (bool), so renders with
+:class:`~nerf_lab.render_shortcuts.RenderShortcuts` evaluate the field only on the rays
+that hit (evaluation only; training evaluates every ray).
 
 **Limits.** Bundles keep a fixed number of points per ray, so the grid concentrates
-samples but saves no field evaluations (nerfacc's packed, variable-length samples do);
-a renderer may skip rays with ``occupancy_hit == 0``. The fields compute a point's
+samples but saves no field evaluations by itself (nerfacc's packed, variable-length
+samples do); in evaluation the renderer's ray skipping and early ray termination
+(:mod:`nerf_lab.render_shortcuts`) save most of them. The fields compute a point's
 opacity over the spacing to the next sample, which across a skipped gap is the gap's
 length: the last sample before a gap is over-weighted if its density is not ~0 (with a
 conservative grid, the edge of an occupied region is nearly empty). A ray is cut into
@@ -52,7 +56,12 @@ __all__ = [
     "ema_update",
     "occupied_segments",
     "query_density",
+    "ray_aabb_interval",
     "ray_grid_edges",
+    "ray_grid_edges_in_box",
+    "grid_edges_between",
+    "coarse_occupancy",
+    "occupied_bounds",
 ]
 
 
@@ -160,6 +169,141 @@ def ray_grid_edges(
     return torch.sort(torch.cat(crossings, dim=-1), dim=-1).values
 
 
+def ray_aabb_interval(
+    origins: torch.Tensor, directions: torch.Tensor, aabb: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depths where rays enter and leave a box (slab method).
+
+    Args:
+        origins, directions: ``(n_rays, 3)`` (depths are in units of ``directions``).
+        aabb: 6 floats ``[x_min, y_min, z_min, x_max, y_max, z_max]``.
+
+    Returns:
+        ``t_in``, ``t_out``: ``(n_rays,)``; ``t_in >= t_out`` for rays that miss the box.
+    """
+    tiny = torch.finfo(directions.dtype).tiny
+    safe = torch.where(directions.abs() < tiny, torch.full_like(directions, tiny), directions)
+    inv = 1.0 / safe
+    t0 = (origins.new_tensor(aabb[:3]) - origins) * inv
+    t1 = (origins.new_tensor(aabb[3:]) - origins) * inv
+    return torch.minimum(t0, t1).amax(dim=-1), torch.maximum(t0, t1).amin(dim=-1)
+
+
+def ray_grid_edges_in_box(
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    near: torch.Tensor,
+    far: torch.Tensor,
+    aabb: Sequence[float],
+    resolution: Sequence[int],
+) -> torch.Tensor:
+    """:func:`ray_grid_edges` with only the planes a ray crosses inside the box.
+
+    The same crossings (the same plane positions and arithmetic) inside the ray's part of
+    ``[near, far]`` in the box (:func:`grid_edges_between`), so the same segments of
+    positive length there; outside the box there are no cells to cut.
+
+    Args:
+        origins, directions: ``(n_rays, 3)``; near, far: ``(n_rays,)``.
+        aabb: 6 floats, the grid's box; resolution: ``(R_x, R_y, R_z)``.
+
+    Returns:
+        ``(n_rays, n_edges)`` sorted depths from ``near`` to ``far``.
+    """
+    t_in, t_out = ray_aabb_interval(origins, directions, aabb)
+    t0 = torch.minimum(torch.maximum(t_in, near), far)
+    t1 = torch.maximum(torch.minimum(t_out, far), t0)
+    return grid_edges_between(origins, directions, near, far, t0, t1, aabb, resolution)
+
+
+def grid_edges_between(
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    near: torch.Tensor,
+    far: torch.Tensor,
+    t0: torch.Tensor,
+    t1: torch.Tensor,
+    aabb: Sequence[float],
+    resolution: Sequence[int],
+) -> torch.Tensor:
+    """``near``, ``t0``, the depths in ``[t0, t1]`` where rays cross grid planes, ``t1``,
+    ``far``, sorted.
+
+    Each axis gets as many planes as the ray of the batch that crosses the most in its
+    interval (the others repeat ``t1``), instead of every plane: cheaper for rays that run
+    along an axis, cross a corner or have a short interval. The crossings are
+    :func:`ray_grid_edges`'s (the same plane positions and arithmetic).
+
+    Args:
+        origins, directions: ``(n_rays, 3)``.
+        near, far: ``(n_rays,)`` the ray's depth range; t0, t1: ``(n_rays,)`` the part
+            of it to cut, ``near <= t0 <= t1 <= far``.
+        aabb: 6 floats, the grid's box; resolution: ``(R_x, R_y, R_z)``.
+
+    Returns:
+        ``(n_rays, n_edges)`` sorted depths.
+    """
+    crossings = [near[:, None], t0[:, None], t1[:, None], far[:, None]]
+    for axis in range(3):
+        r = int(resolution[axis])
+        lo, hi = aabb[axis], aabb[axis + 3]
+        planes = torch.linspace(lo, hi, r + 1, device=origins.device, dtype=origins.dtype)
+        o = origins[:, axis]
+        d = directions[:, axis]
+        p0, p1 = o + t0 * d, o + t1 * d
+        scale = r / (hi - lo)
+        # planes k_lo..k_hi lie between the positions at t0 and t1 (one more each side
+        # against rounding; their crossings are clamped to [t0, t1]).
+        k_lo = (torch.floor((torch.minimum(p0, p1) - lo) * scale) - 1).clamp(0, r).long()
+        k_hi = (torch.ceil((torch.maximum(p0, p1) - lo) * scale) + 1).clamp(0, r).long()
+        count = torch.where((d != 0) & (t1 > t0), k_hi - k_lo + 1, torch.zeros_like(k_lo))
+        width = int(count.max()) if count.numel() else 0
+        if width == 0:
+            continue
+        k = (k_lo[:, None] + torch.arange(width, device=origins.device)).clamp(max=r)
+        safe_d = torch.where(d == 0, torch.ones_like(d), d)
+        t = (planes[k] - o[:, None]) / safe_d[:, None]
+        t = torch.where(d[:, None] == 0, t1[:, None], t)
+        crossings.append(torch.minimum(torch.maximum(t, t0[:, None]), t1[:, None]))
+    return torch.sort(torch.cat(crossings, dim=-1), dim=-1).values
+
+
+def occupied_bounds(binaries: torch.Tensor, aabb: Sequence[float]) -> tuple[float, ...] | None:
+    """The box ``[x_min, y_min, z_min, x_max, y_max, z_max]`` around the occupied cells of
+    a grid ``(R_x, R_y, R_z)`` over ``aabb`` (``None`` if no cell is occupied)."""
+    occupied = binaries.nonzero()
+    if occupied.shape[0] == 0:
+        return None
+    lo, hi = occupied.amin(dim=0).tolist(), (occupied.amax(dim=0) + 1).tolist()
+    size = [(aabb[a + 3] - aabb[a]) / binaries.shape[a] for a in range(3)]
+    return (*(aabb[a] + lo[a] * size[a] for a in range(3)),
+            *(aabb[a] + hi[a] * size[a] for a in range(3)))  # fmt: skip
+
+
+def coarse_occupancy(
+    binaries: torch.Tensor, aabb: Sequence[float], factor: int
+) -> tuple[torch.Tensor, tuple[float, ...]]:
+    """A coarser grid, occupied where any of its ``factor**3`` cells is.
+
+    Args:
+        binaries: ``(R_x, R_y, R_z)`` bool; aabb: its box.
+        factor: cells per side of a coarse cell.
+
+    Returns:
+        ``(ceil(R_x / factor), ...)`` bool and the coarse grid's box (the same corner
+        ``aabb[:3]``, cells ``factor`` times larger; it extends past ``aabb`` where ``R``
+        is not a multiple of ``factor``, with empty cells there).
+    """
+    coarse = torch.nn.functional.max_pool3d(
+        binaries[None, None].float(), kernel_size=factor, stride=factor, ceil_mode=True
+    )[0, 0].bool()
+    hi = tuple(
+        aabb[a] + (aabb[a + 3] - aabb[a]) / binaries.shape[a] * factor * coarse.shape[a]
+        for a in range(3)
+    )
+    return coarse, (*aabb[:3], *hi)
+
+
 def occupied_segments(
     origins: torch.Tensor,
     directions: torch.Tensor,
@@ -182,14 +326,21 @@ def occupied_segments(
         ``(..., n_edges - 1)`` bool.
     """
     lo = origins.new_tensor(aabb[:3])
-    hi = origins.new_tensor(aabb[3:])
-    res = torch.tensor(binaries.shape, device=origins.device)
+    extent = origins.new_tensor(aabb[3:]) - lo
+    res = binaries.shape
     mids = 0.5 * (edges[..., 1:] + edges[..., :-1])
-    points = origins[..., None, :] + mids[..., None] * directions[..., None, :]
-    cell = torch.floor((points - lo) / (hi - lo) * res.to(points.dtype)).long()
-    inside = ((cell >= 0) & (cell < res)).all(dim=-1)
-    cell = torch.minimum(cell.clamp(min=0), res - 1)
-    flat = (cell[..., 0] * res[1] + cell[..., 1]) * res[2] + cell[..., 2]
+    # One axis at a time (the arithmetic of (point - lo) / extent * res, on (..., n_edges - 1)
+    # tensors instead of (..., n_edges - 1, 3) ones).
+    inside: torch.Tensor | None = None
+    flat: torch.Tensor | None = None
+    for a in range(3):
+        p = origins[..., a : a + 1] + mids * directions[..., a : a + 1]
+        c = torch.floor((p - lo[a]) / extent[a] * float(res[a]))
+        ok = (c >= 0) & (c < res[a])
+        inside = ok if inside is None else inside & ok
+        c = c.clamp(0, res[a] - 1).long()
+        flat = c if flat is None else flat * res[a] + c
+    assert inside is not None and flat is not None
     return inside & binaries.reshape(-1)[flat]
 
 
@@ -330,11 +481,17 @@ class OccupancyResampler(Resampler):
         n_pts_per_ray: points per ray of the returned bundle.
         stratified: a random quantile per stratum in training, else stratum centres.
         stratified_test: the same in evaluation.
+        coarse_factor: cells per side of the cells of a coarse culling grid (``1``: none).
+            Speed only, the samples are the same: rays are first cut at the coarse grid's
+            planes (:func:`coarse_occupancy`, occupied where any of its cells is), and only
+            rays that cross an occupied coarse cell are cut at the grid's own planes,
+            between their first and last occupied coarse cell.
 
     ``forward(input_ray_bundle, ray_weights=None)``: only the rays and the depth range
     ``[lengths[..., 0], lengths[..., -1]]`` of the input are used. Returns ``(bundle,
-    aux)``: sorted lengths ``(..., n_pts_per_ray)`` and ``aux = {"occupancy_hit": (..., 1)}``
-    (1.0 where the ray crosses an occupied cell).
+    aux)``: sorted lengths ``(..., n_pts_per_ray)`` and ``aux = {"occupancy_hit": (..., 1),
+    Resampler.ACTIVE_RAYS: (..., 1)}``: 1.0 (float), resp. true (bool), where the ray
+    crosses an occupied cell (rays that cross none need no field evaluation).
 
     Hooks: :meth:`on_train_step` updates the grid; bind the field with :meth:`bind_field`.
     """
@@ -347,6 +504,7 @@ class OccupancyResampler(Resampler):
         n_pts_per_ray: int = 64,
         stratified: bool = True,
         stratified_test: bool = False,
+        coarse_factor: int = 4,
     ) -> None:
         super().__init__()
         if not isinstance(grid, OccupancyGrid):
@@ -355,10 +513,36 @@ class OccupancyResampler(Resampler):
         self.n_pts_per_ray = check_int("n_pts_per_ray", n_pts_per_ray)
         self.stratified = check_bool("stratified", stratified)
         self.stratified_test = check_bool("stratified_test", stratified_test)
+        self.coarse_factor = check_int("coarse_factor", coarse_factor)
 
     def bind_field(self, field: torch.nn.Module) -> None:
         """The field the grid queries in its updates (:meth:`OccupancyGrid.bind_field`)."""
         self.grid.bind_field(field)
+
+    def _coarse_cull(
+        self,
+        origins: torch.Tensor,
+        directions: torch.Tensor,
+        near: torch.Tensor,
+        far: torch.Tensor,
+        t0: torch.Tensor,
+        t1: torch.Tensor,
+        rays: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rays (of ``rays``) that cross an occupied coarse cell within ``[t0, t1]``,
+        and their depths ``(n,)`` of the first entry into and the last exit from one."""
+        coarse, coarse_aabb = coarse_occupancy(self.grid.binaries, self.grid.aabb,
+                                               self.coarse_factor)  # fmt: skip
+        o, d, a, b = origins[rays], directions[rays], t0[rays], t1[rays]
+        edges = grid_edges_between(o, d, near[rays], far[rays], a, b, coarse_aabb,
+                                   coarse.shape)  # fmt: skip
+        starts, ends = edges[:, :-1], edges[:, 1:]
+        occupied = occupied_segments(o, d, edges, coarse, coarse_aabb) & (ends > starts)
+        inf = torch.full_like(starts, torch.inf)
+        first = torch.where(occupied, starts, inf).amin(dim=-1)
+        last = torch.where(occupied, ends, -inf).amax(dim=-1)
+        keep = occupied.any(dim=-1).nonzero()[:, 0]
+        return rays[keep], first[keep], last[keep]
 
     def param_groups(self) -> list[ParamGroup]:
         return []
@@ -373,29 +557,50 @@ class OccupancyResampler(Resampler):
         **kwargs: Any,
     ) -> tuple[RayBundle, dict[str, torch.Tensor]]:
         lengths = input_ray_bundle.lengths
+        lead, dtype = lengths.shape[:-1], lengths.dtype
         with torch.no_grad():
-            origins = input_ray_bundle.origins.to(lengths.dtype)
-            directions = input_ray_bundle.directions.to(lengths.dtype)
-            edges = ray_grid_edges(
-                origins,
-                directions,
-                lengths[..., 0],
-                lengths[..., -1],
-                self.grid.aabb,
-                self.grid.resolution,
-            )
-            seg_len = edges[..., 1:] - edges[..., :-1]
-            occupied = occupied_segments(origins, directions, edges, self.grid.binaries,
-                                         self.grid.aabb)  # fmt: skip
-            weights = torch.where(occupied, seg_len, torch.zeros_like(seg_len))
-            hit = (weights > 0).any(dim=-1, keepdim=True)
-            weights = torch.where(hit, weights, seg_len)
+            origins = input_ray_bundle.origins.to(dtype).reshape(-1, 3)
+            directions = input_ray_bundle.directions.to(dtype).reshape(-1, 3)
+            near = lengths[..., 0].reshape(-1)
+            far = lengths[..., -1].reshape(-1)
             stratified = self.stratified if self.training else self.stratified_test
-            u = stratified_quantiles(lengths.shape[:-1], self.n_pts_per_ray, stratified,
-                                     device=lengths.device, dtype=lengths.dtype)  # fmt: skip
+            u = stratified_quantiles(lead, self.n_pts_per_ray, stratified,
+                                     device=lengths.device, dtype=dtype)  # fmt: skip
             # u = 0 would map to the ray's near end even if it is empty.
-            u = u.clamp(min=torch.finfo(u.dtype).eps)
-            samples = invert_cdf(edges, weights, u, eps=0.0, exact_cumsum=False)
-            samples = torch.sort(samples, dim=-1).values
+            u = u.clamp(min=torch.finfo(u.dtype).eps).reshape(-1, self.n_pts_per_ray)
+            # Rays that hit nothing: evenly spread over [near, far].
+            samples = near[:, None] + u * (far - near)[:, None]
+            hit = torch.zeros_like(near, dtype=torch.bool)
+            # Only rays whose [near, far] meets the box around the occupied cells can hit
+            # one ...
+            bounds = occupied_bounds(self.grid.binaries, self.grid.aabb)
+            if bounds is None:
+                t0 = t1 = near
+            else:
+                t_in, t_out = ray_aabb_interval(origins, directions, bounds)
+                t0, t1 = torch.maximum(t_in, near), torch.minimum(t_out, far)
+            rays = (t0 < t1).nonzero()[:, 0]
+            # ... and only those that cross an occupied coarse cell, between the first
+            # and the last of them.
+            if rays.numel() > 0 and self.coarse_factor > 1:
+                rays, t0, t1 = self._coarse_cull(origins, directions, near, far, t0, t1, rays)
+            else:
+                t0, t1 = t0[rays], t1[rays]
+            if rays.numel() > 0:
+                o, d = origins[rays], directions[rays]
+                edges = grid_edges_between(o, d, near[rays], far[rays], t0, t1,
+                                           self.grid.aabb, self.grid.resolution)  # fmt: skip
+                seg_len = edges[:, 1:] - edges[:, :-1]
+                occupied = occupied_segments(o, d, edges, self.grid.binaries, self.grid.aabb)
+                weights = torch.where(occupied, seg_len, torch.zeros_like(seg_len))
+                ray_hit = (weights > 0).any(dim=-1)
+                hit[rays] = ray_hit
+                sel = ray_hit.nonzero()[:, 0]
+                inverted = invert_cdf(edges[sel], weights[sel], u[rays[sel]], eps=0.0,
+                                      exact_cumsum=False)  # fmt: skip
+                samples[rays[sel]] = inverted
+            # (sorted already: increasing quantiles through a non-decreasing inverse CDF)
+            samples = samples.reshape(*lead, self.n_pts_per_ray)
+            hit = hit.reshape(*lead, 1)
         bundle = input_ray_bundle._replace(lengths=samples)
-        return bundle, {"occupancy_hit": hit.to(lengths.dtype)}
+        return bundle, {"occupancy_hit": hit.to(lengths.dtype), self.ACTIVE_RAYS: hit}

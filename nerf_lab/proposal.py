@@ -25,6 +25,13 @@ gradient because the depths drawn from a PDF are not differentiable.
 
 A render that uses a :class:`ProposalResampler` needs no coarse pass of the real field:
 ``needs_field_weights = False``, so the renderer calls it with ``ray_weights=None``.
+
+**Ray skipping** (``skip_threshold > 0``): rays whose last proposal level's opacity (the
+sum of its weights) is at or below ``skip_threshold`` are marked in
+``aux[Resampler.ACTIVE_RAYS]`` as needing no field evaluation, so renders with
+:class:`~nerf_lab.render_shortcuts.RenderShortcuts` leave them empty. This is not exact:
+the interlevel loss makes the proposal weights an upper envelope of the field's only as
+far as it has been trained (measure it: ``scripts/bench.py --render-run``).
 """
 
 from __future__ import annotations
@@ -258,10 +265,14 @@ class ProposalResampler(Resampler):
         anneal_max_num_iters: steps until the exponent reaches 1 (0: no annealing).
         lr_scale: learning rate of the proposal grids relative to the optimiser's.
         tv_weight: weight of the grids' total variation in :meth:`loss_terms` (0: off).
+        skip_threshold: proposal opacity at or below which a ray is marked as needing no
+            field evaluation (aux ``Resampler.ACTIVE_RAYS``; see the module docstring),
+            in [0, 1); 0: no ray is marked (the key is absent).
 
     ``forward(input_ray_bundle, ray_weights=None)``: ``ray_weights`` is ignored. Returns
     ``(bundle, aux)``: the final bundle (lengths ``(..., n_pts_per_ray)``) and
-    :meth:`ProposalOutputs.to_aux` of the levels (see the module docstring).
+    :meth:`ProposalOutputs.to_aux` of the levels (see the module docstring), plus
+    ``aux[Resampler.ACTIVE_RAYS]`` ``(..., 1)`` bool when ``skip_threshold > 0``.
     """
 
     needs_field_weights: ClassVar[bool] = False
@@ -280,6 +291,7 @@ class ProposalResampler(Resampler):
         anneal_max_num_iters: int = 1000,
         lr_scale: float = 1.0,
         tv_weight: float = 0.0,
+        skip_threshold: float = 0.0,
     ) -> None:
         super().__init__()
         counts = list(n_proposal_samples) if isinstance(n_proposal_samples, Sequence) else []
@@ -305,6 +317,7 @@ class ProposalResampler(Resampler):
         self.anneal_slope = check_number("anneal_slope", anneal_slope, 0, low_open=True)
         self.anneal_max_num_iters = check_int("anneal_max_num_iters", anneal_max_num_iters, 0)
         self.tv_weight = check_number("tv_weight", tv_weight, 0)
+        self.skip_threshold = check_number("skip_threshold", skip_threshold, 0, 1, high_open=True)
         self.fields = torch.nn.ModuleList(
             DensityGrid(resolution=r, aabb=aabb, density_init=density_init) for r in res
         )
@@ -366,4 +379,8 @@ class ProposalResampler(Resampler):
             stratified,
             self.histogram_padding,
         )
-        return input_ray_bundle._replace(lengths=final), outputs.to_aux()
+        aux = outputs.to_aux()
+        if self.skip_threshold > 0.0:
+            opacity = outputs.weights[-1].detach().sum(dim=-1, keepdim=True)
+            aux[self.ACTIVE_RAYS] = opacity > self.skip_threshold
+        return input_ray_bundle._replace(lengths=final), aux

@@ -8,7 +8,9 @@
   and, with a resampler, runs further passes the way PyTorch3D's coarse-to-fine renderer
   does: the resampler is called as ``resampler(input_ray_bundle=..., ray_weights=...)``
   with the previous pass's bundle and weights (PyTorch3D's ``ProbabilisticRaysampler``
-  protocol) and the field is evaluated again on the bundle it returns.
+  protocol) and the field is evaluated again on the bundle it returns. Without autograd
+  it takes the :class:`~nerf_lab.render_shortcuts.RenderShortcuts` it is given on the
+  final pass (ray skipping, early ray termination), for any field.
 * :class:`ImplicitRenderer` is PyTorch3D's renderer (``(images, ray_bundle)`` with the
   raymarcher's ``(..., C + 1)`` output), with optional chunking.
 """
@@ -25,6 +27,12 @@ from nerf_lab.cameras import FoVPerspectiveCameras
 from nerf_lab.hooks import TrainingHooks
 from nerf_lab.raymarchers import RenderOutput
 from nerf_lab.raysamplers import RayBundle
+from nerf_lab.render_shortcuts import (
+    ACTIVE_RAYS,
+    RenderShortcuts,
+    march_active_rays,
+    march_in_segments,
+)
 from nerf_lab.validate import check_choice, invalid, is_int
 
 VolumetricFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -145,9 +153,19 @@ class Resampler(TrainingHooks, torch.nn.Module):
     A subclass that places its samples without the field's weights (e.g. with proposal
     networks of its own) sets ``needs_field_weights = False``: the renderer then calls it
     with ``ray_weights=None`` and evaluates the field once.
+
+    **Rays that need no field evaluation** (e.g. they cross no occupied cell): a resampler
+    marks them with ``aux[Resampler.ACTIVE_RAYS]`` (``"active_rays"``), a ``(..., 1)``
+    bool tensor, false for those rays. With
+    :class:`~nerf_lab.render_shortcuts.RenderShortcuts` (``skip_inactive_rays``) and no
+    autograd, :func:`render_rays` evaluates the field only on the active rays and gives
+    the others the raymarcher's empty result (zero weights and opacity, the background
+    colour). Rays are all active when the key is absent; training never skips.
     """
 
     needs_field_weights: ClassVar[bool] = True
+    #: The aux key marking the rays that need a field evaluation (see above).
+    ACTIVE_RAYS: ClassVar[str] = ACTIVE_RAYS
 
     def bind_field(self, field: torch.nn.Module) -> None:
         """Called once by :class:`Renderer` with the field it renders (e.g. for a sampler
@@ -160,6 +178,7 @@ def render_rays(
     field: VolumetricFunction,
     raymarcher: Any,
     resampler: Callable[..., Any] | None = None,
+    shortcuts: RenderShortcuts | None = None,
     **kwargs: Any,
 ) -> RenderOutput:
     """Render rays: evaluate the field, raymarch; with a resampler, one more pass.
@@ -171,6 +190,12 @@ def render_rays(
         raymarcher: has ``march(rays_densities, rays_features, ray_bundle)`` →
             :class:`RenderOutput` (e.g. ``EmissionAbsorptionRaymarcher``).
         resampler: optional; see :class:`Resampler`.
+        shortcuts: optional evaluation shortcuts, taken on the final pass only and only
+            without autograd (``torch.is_grad_enabled()`` false): the field is evaluated
+            on the rays the resampler marks active (``aux[Resampler.ACTIVE_RAYS]``) and in
+            segments with early ray termination
+            (:mod:`nerf_lab.render_shortcuts`; colours and opacity within
+            ``termination_threshold`` of the full render). ``None``: the full render.
         **kwargs: passed to the field and the resampler.
 
     Returns:
@@ -182,8 +207,24 @@ def render_rays(
         densities, colors = field(ray_bundle=bundle, **kwargs)
         return raymarcher.march(densities, colors, bundle)
 
+    def march_final(bundle: RayBundle, aux: dict[str, torch.Tensor]) -> RenderOutput:
+        if shortcuts is None or torch.is_grad_enabled():
+            return march(bundle)
+        sc = shortcuts
+
+        def one(flat: RayBundle) -> RenderOutput:
+            if not sc.terminates:
+                return march(flat)
+            return march_in_segments(flat, field, raymarcher, sc.termination_threshold,
+                                     sc.segment_size, **kwargs)  # fmt: skip
+
+        flat = flatten_ray_bundle(bundle)
+        active = aux.get(ACTIVE_RAYS) if sc.skip_inactive_rays else None
+        out = one(flat) if active is None else march_active_rays(flat, active, one, raymarcher)
+        return out.reshape(*bundle.lengths.shape[:-1])
+
     if resampler is None:
-        return march(ray_bundle)
+        return march_final(ray_bundle, {})
     passes: list[RenderOutput] = []
     weights = None
     if not isinstance(resampler, Resampler) or resampler.needs_field_weights:
@@ -192,7 +233,7 @@ def render_rays(
         weights = first.weights
     result = resampler(input_ray_bundle=ray_bundle, ray_weights=weights, **kwargs)
     bundle, aux = (result, {}) if isinstance(result, RayBundle) else result
-    out = march(bundle)
+    out = march_final(bundle, aux)
     out.passes = passes
     out.aux = dict(aux)
     return out
@@ -211,6 +252,9 @@ class Renderer(torch.nn.Module):
         resampler: optional later-pass sampler (see :class:`Resampler`).
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast of the field).
         chunk_size: default rays per evaluation in :meth:`render`; ``None``: all at once.
+        shortcuts: evaluation shortcuts (ray skipping, early ray termination) taken by
+            renders without autograd (see :func:`render_rays`); ``None``: full renders.
+            A plain attribute: set ``renderer.shortcuts = None`` for the exact render.
     """
 
     PRECISIONS = ("fp32", "bf16", "fp16")
@@ -222,8 +266,13 @@ class Renderer(torch.nn.Module):
         resampler: torch.nn.Module | None = None,
         precision: str = "fp32",
         chunk_size: int | None = None,
+        shortcuts: RenderShortcuts | None = None,
     ) -> None:
         super().__init__()
+        if shortcuts is not None and not isinstance(shortcuts, RenderShortcuts):
+            raise ValueError(
+                f"shortcuts must be a RenderShortcuts or None; got {type(shortcuts).__name__}."
+            )
         check_choice("precision", precision, self.PRECISIONS)
         self.field = field
         self.raymarcher = raymarcher
@@ -232,6 +281,7 @@ class Renderer(torch.nn.Module):
             resampler.bind_field(field)
         self.precision = precision
         self.chunk_size = check_chunk_size(chunk_size)
+        self.shortcuts = shortcuts
 
     def _autocast(self, device: torch.device) -> Any:
         if self.precision == "fp32":
@@ -261,7 +311,12 @@ class Renderer(torch.nn.Module):
         chunk = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
         return map_ray_chunks(
             lambda sub: render_rays(
-                sub, self.evaluate_field, self.raymarcher, self.resampler, **kwargs
+                sub,
+                self.evaluate_field,
+                self.raymarcher,
+                self.resampler,
+                self.shortcuts,
+                **kwargs,
             ),
             ray_bundle,
             chunk,

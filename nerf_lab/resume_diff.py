@@ -10,7 +10,8 @@ resolved, plain containers, data paths absolute) key by key:
   not change: :class:`ResumeConfigError` lists every difference;
 * keys that only say how to run (:data:`MUTABLE_TRAINER_KEYS`: ``n_iter``, intervals,
   device, logging, chunk sizes, threads, progress bar, renders, ``resume``/``overwrite``;
-  top-level ``name``, ``allow_targets`` and ``logger``) are applied and returned, for the log.
+  top-level ``name``, ``allow_targets`` and ``logger``; ``raysampler.render_shortcuts``,
+  which only acts on renders without autograd) are applied and returned, for the log.
   ``trainer.n_iter`` may not fall below the checkpoint's step.
 
 A key of an experiment group whose value is an interpolation of a mutable key (e.g. a
@@ -34,6 +35,8 @@ MUTABLE_TRAINER_KEYS = frozenset(
 )  # fmt: skip
 #: Top-level keys a resume may change.
 MUTABLE_TOP_KEYS = frozenset({"name", "allow_targets", "logger"})
+#: Nodes a resume may change as a whole (evaluation-only settings).
+MUTABLE_NODES = ("raysampler.render_shortcuts",)
 
 _MISSING = "<missing>"
 
@@ -57,6 +60,8 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 def is_mutable(key: str) -> bool:
     """May a resume change ``key`` (a dotted config key)?"""
+    if any(key == n or key.startswith(n + ".") for n in MUTABLE_NODES):
+        return True
     head, _, rest = key.partition(".")
     if head == "trainer":
         return rest in MUTABLE_TRAINER_KEYS

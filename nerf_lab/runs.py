@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nerf_lab.build import build, build_scene, grid_sampler
+from nerf_lab.build import build, build_render_shortcuts, build_scene, grid_sampler
 from nerf_lab.cameras import cameras_from_state
 from nerf_lab.checkpoint import load_checkpoint, load_latest
 from nerf_lab.config import check_config, trainer_settings
@@ -161,6 +161,7 @@ def load_run(
         resampler,
         settings.precision,
         chunk_size if chunk_size is not None else settings.chunk_size,
+        build_render_shortcuts(cfg),
     )
     field.load_state_dict(state["model"])
     if resampler is not None and state.get("resampler") is not None:

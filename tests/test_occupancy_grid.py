@@ -14,7 +14,9 @@ from nerf_lab.occupancy_grid import (
     ema_update,
     occupied_segments,
     query_density,
+    ray_aabb_interval,
     ray_grid_edges,
+    ray_grid_edges_in_box,
 )
 from nerf_lab.raysamplers import RayBundle
 
@@ -228,3 +230,62 @@ def test_bad_resampler_arguments():
         OccupancyResampler(grid=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n_pts_per_ray must be a positive integer"):
         OccupancyResampler(OccupancyGrid(resolution=2), n_pts_per_ray=0)
+
+
+def _reference_resample(resampler, bundle):
+    """The resampler's first implementation: every plane of every axis, every ray."""
+    from nerf_lab.sample_pdf import invert_cdf, stratified_quantiles
+
+    lengths = bundle.lengths
+    grid = resampler.grid
+    edges = ray_grid_edges(bundle.origins, bundle.directions, lengths[..., 0], lengths[..., -1],
+                           grid.aabb, grid.resolution)  # fmt: skip
+    seg_len = edges[..., 1:] - edges[..., :-1]
+    occupied = occupied_segments(bundle.origins, bundle.directions, edges, grid.binaries,
+                                 grid.aabb)  # fmt: skip
+    weights = torch.where(occupied, seg_len, torch.zeros_like(seg_len))
+    hit = (weights > 0).any(dim=-1, keepdim=True)
+    weights = torch.where(hit, weights, seg_len)
+    u = stratified_quantiles(lengths.shape[:-1], resampler.n_pts_per_ray, False)
+    u = u.clamp(min=torch.finfo(u.dtype).eps)
+    samples = invert_cdf(edges, weights, u, eps=0.0, exact_cumsum=False)
+    return torch.sort(samples, dim=-1).values, hit
+
+
+@pytest.mark.parametrize("res", [4, (5, 3, 8), 16])
+def test_resampler_equals_its_first_implementation(res):
+    """Box-restricted edges and early outs give the same samples as cutting every ray at
+    every plane (rays inside, outside, through and along the box, axis-parallel ones)."""
+    torch.manual_seed(1)
+    grid = OccupancyGrid(resolution=res, aabb=AABB)
+    grid.binaries = torch.rand(grid.resolution) < 0.15
+    o, d = random_rays(60, axis_parallel=True)
+    o = torch.cat((o, torch.rand(20, 3) * 1.6 - 0.8))  # 20 rays start inside the box
+    d = torch.cat((d, torch.randn(20, 3)))
+    n = o.shape[0]
+    lengths = torch.stack((torch.rand(n) * 0.5 + 0.01, torch.rand(n) * 4 + 1.0), dim=-1)
+    bundle = RayBundle(o, d, lengths, torch.zeros(n, 2))
+    resampler = OccupancyResampler(grid, n_pts_per_ray=24).eval()
+    out, aux = resampler(bundle)
+    expected, hit = _reference_resample(resampler, bundle)
+    assert 5 < int(hit.sum()) < n  # some rays hit, some do not
+    torch.testing.assert_close(aux["occupancy_hit"], hit.float())
+    torch.testing.assert_close(out.lengths, expected, atol=2e-5, rtol=1e-5)
+
+
+def test_edges_in_the_box_are_the_crossings_inside_it():
+    res = (4, 5, 3)
+    o, d = random_rays(30, axis_parallel=True)
+    near, far = torch.full((30,), 0.5), torch.full((30,), 6.0)
+    full = ray_grid_edges(o, d, near, far, AABB, res)
+    boxed = ray_grid_edges_in_box(o, d, near, far, AABB, res)
+    assert (boxed[:, 1:] >= boxed[:, :-1]).all()
+    assert (boxed[:, 0] == near).all() and (boxed[:, -1] == far).all()
+    t_in, t_out = ray_aabb_interval(o, d, AABB)
+    n_inside = 0
+    for r in range(30):
+        lo, hi = float(t_in[r]) + 1e-5, float(t_out[r]) - 1e-5
+        a, b = full[r][(full[r] > lo) & (full[r] < hi)], boxed[r][(boxed[r] > lo) & (boxed[r] < hi)]
+        torch.testing.assert_close(torch.unique(a), torch.unique(b))
+        n_inside += a.numel()
+    assert n_inside > 30

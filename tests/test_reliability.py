@@ -178,7 +178,7 @@ def test_unwritable_output_dir_fails_before_work(tmp_path):
     [
         ("raysampler.n_rays_per_image=0", "raysampler.train: n_rays_per_image must be a positive"),
         ("raysampler.n_pts_per_ray=-3", "n_pts_per_ray must be a positive integer; got -3"),
-        ("raysampler.min_depth=0", "min_depth must be > 0; got 0"),
+        ("raysampler.min_depth=-1", "min_depth must be >= 0; got -1"),
         ("raysampler.max_depth=0.05", "min_depth must be smaller than max_depth"),
         ("optimizer.lr=-1", "optimizer: Invalid learning rate: -1"),
         ("trainer.batch_size=0", "trainer.batch_size=0: must be a positive integer"),
