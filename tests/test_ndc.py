@@ -220,7 +220,9 @@ def ff_capture(tmp_path_factory) -> tuple[Path, Scene]:
     return export_llff(scene, tmp_path_factory.mktemp("ff") / "llff", points=points), scene
 
 
-def test_llff_ndc_space_is_the_mean_camera_with_nerfs_near_plane(ff_capture, capture_dirs):
+def test_llff_ndc_space_is_the_mean_camera_with_nerfs_near_plane(
+    ff_capture, capture_dirs, tmp_path
+):
     path, cap = ff_capture
     world = load_llff(path)
     assert world.ndc is None
@@ -232,6 +234,13 @@ def test_llff_ndc_space_is_the_mean_camera_with_nerfs_near_plane(ff_capture, cap
     torch.testing.assert_close(scene.ndc.camera.R, centre.R, atol=1e-5, rtol=0)
     torch.testing.assert_close(scene.ndc.camera.get_camera_center(), centre.get_camera_center(),
                                atol=1e-5, rtol=0)  # fmt: skip
+    # the scene file (cache) and Scene.to keep the space
+    from nerf_lab.data.cache import load_scene, save_scene
+
+    save_scene(scene, tmp_path / "s.pt")
+    for again in (load_scene(tmp_path / "s.pt").ndc, scene.to("cpu").ndc):
+        torch.testing.assert_close(again.camera.R, scene.ndc.camera.R)
+        assert again.near == scene.ndc.near
     # the cameras around the torus (an orbit) are refused, naming the images
     with pytest.raises(SceneValidationError, match="forward-facing") as err:
         load_llff(capture_dirs["llff"], ndc=True)
