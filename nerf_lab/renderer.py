@@ -218,8 +218,10 @@ def render_rays(
             return march_in_segments(flat, field, raymarcher, sc.termination_threshold,
                                      sc.segment_size, **kwargs)  # fmt: skip
 
-        flat = flatten_ray_bundle(bundle)
         active = aux.get(ACTIVE_RAYS) if sc.skip_inactive_rays else None
+        if active is None and not sc.terminates:
+            return march(bundle)
+        flat = flatten_ray_bundle(bundle)
         out = one(flat) if active is None else march_active_rays(flat, active, one, raymarcher)
         return out.reshape(*bundle.lengths.shape[:-1])
 
