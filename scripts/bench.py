@@ -158,6 +158,7 @@ def bench_shortcuts(run: LoadedRun, args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "run": str(run.run_dir),
         "step": run.step,
+        "chunk_size": run.renderer.chunk_size,
         "field": type(field).__name__,
         "resampler": None if resampler is None else type(resampler).__name__,
         "shortcuts": {
@@ -236,6 +237,12 @@ def main() -> None:
         help="torch CPU threads (0: torch's default); 1 gives CPU times "
         "that other processes on the machine inflate the least",
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="rays per render chunk (default: the run's trainer.chunk_size)",
+    )
     parser.add_argument("--termination-threshold", type=float, default=None)
     parser.add_argument("--segment-size", type=int, default=None)
     parser.add_argument(
@@ -253,7 +260,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     result: dict[str, Any] = {} if args.render_only else bench_training(args)
     if args.render_run is not None:
-        run = load_run(args.render_run)
+        run = load_run(args.render_run, chunk_size=args.chunk_size)
         trained = bench_shortcuts(run, args)
         result["render_size"] = args.render_size
         result["render_trained_s"] = trained["with"]["wall_s"]
