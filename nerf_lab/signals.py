@@ -83,6 +83,8 @@ class StopSignals:
             yield self
             return
         for sig in HANDLED_SIGNALS:
+            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # started under nohup: a hangup is meant to be ignored, not a stop
             self._old[sig] = signal.signal(sig, self._handle)
         try:
             yield self

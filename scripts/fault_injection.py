@@ -119,8 +119,15 @@ def _launch(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.P
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=lambda: os.nice(10),  # noqa: PLW1509 - the machine is shared
+        preexec_fn=_child_setup,  # noqa: PLW1509
     )
+
+
+def _child_setup() -> None:
+    os.nice(10)  # the machine is shared
+    # a run started with SIGHUP ignored (this script under nohup) keeps ignoring it, as a
+    # nohup'ed training run should; the runs here are to stop on it
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _wait_for_iter(

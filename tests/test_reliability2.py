@@ -362,34 +362,55 @@ def test_memory_message_gives_both_numbers(tmp_path):
 
 
 def test_sighup_during_a_long_render_stops_there_with_a_checkpoint(tmp_path):
-    cfg = compose_cfg(QUICK + ["trainer.turntable_frames=30"])
-    t = build_trainer(cfg, tmp_path)
-    field, calls = t.renderer.field, []
-    in_turntable = []
-    turntable = t.turntable
+    # as from a terminal: under nohup SIGHUP starts ignored and stays so (the next test)
+    saved = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        cfg = compose_cfg(QUICK + ["trainer.turntable_frames=30"])
+        t = build_trainer(cfg, tmp_path)
+        field, calls = t.renderer.field, []
+        in_turntable = []
+        turntable = t.turntable
 
-    def counting_forward(*args, **kwargs):
-        if in_turntable:
-            calls.append(1)
-            if len(calls) == 1:
-                os.kill(os.getpid(), signal.SIGHUP)
-        return field.__class__.forward(field, *args, **kwargs)
+        def counting_forward(*args, **kwargs):
+            if in_turntable:
+                calls.append(1)
+                if len(calls) == 1:
+                    os.kill(os.getpid(), signal.SIGHUP)
+            return field.__class__.forward(field, *args, **kwargs)
 
-    def watched(*a, **k):
-        in_turntable.append(1)
-        return turntable(*a, **k)
+        def watched(*a, **k):
+            in_turntable.append(1)
+            return turntable(*a, **k)
 
-    field.forward = counting_forward
-    t.turntable = watched
-    with pytest.raises(TrainingInterrupted) as e:
-        t.fit()
-    assert e.value.signum == signal.SIGHUP and e.value.step == 4
-    status = json.loads((tmp_path / "metrics.json").read_text())
-    assert status["status"] == "interrupted" and status["signal"] == signal.SIGHUP
-    assert status["checkpoint"].endswith("step_00000004.pt")
-    assert len(calls) < 30  # stopped after the view being rendered, not after 30 views
-    assert not (tmp_path / "renders" / "turntable.gif").exists()
-    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # handlers restored
+        field.forward = counting_forward
+        t.turntable = watched
+        with pytest.raises(TrainingInterrupted) as e:
+            t.fit()
+        assert e.value.signum == signal.SIGHUP and e.value.step == 4
+        status = json.loads((tmp_path / "metrics.json").read_text())
+        assert status["status"] == "interrupted" and status["signal"] == signal.SIGHUP
+        assert status["checkpoint"].endswith("step_00000004.pt")
+        assert len(calls) < 30  # stopped after the view being rendered, not after 30 views
+        assert not (tmp_path / "renders" / "turntable.gif").exists()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # handlers restored
+    finally:
+        signal.signal(signal.SIGHUP, saved)
+
+
+def test_a_run_started_under_nohup_keeps_ignoring_sighup():
+    from nerf_lab.signals import StopSignals
+
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        stops = StopSignals()
+        with stops.installed():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert not stops.stop_requested
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, old)
 
 
 # ------------------------------------------------------------------ 9. NaN
