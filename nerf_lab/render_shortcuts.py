@@ -68,7 +68,7 @@ class RenderShortcuts:
         skip_inactive_rays: evaluate the field only on the rays a resampler marks active
             (aux :data:`ACTIVE_RAYS`); rays without the mark are all active.
         termination_threshold: stop marching a ray once its transmittance is at or below
-            this, in [0, 1); 0: never stop early (segments still evaluated, no saving).
+            this, in [0, 1); 0: off (every point is evaluated, in one call).
         segment_size: points per ray evaluated per segment, >= 1 (the transmittance is
             checked between segments: smaller segments stop closer to the surface, larger
             ones make fewer field calls).
