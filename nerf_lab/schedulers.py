@@ -25,15 +25,32 @@ def decay_milestones(n_iter: int, decay_at: Sequence[float]) -> list[int]:
     return sorted(round(n_iter * float(f)) for f in decay_at)
 
 
-class StepFactor:
-    """``gamma ** (number of milestones <= step)``."""
+def warmup_factor(step: int, warmup: int, warmup_start: float) -> float:
+    """The linear warm-up: ``warmup_start`` at step 0, rising to 1 at step ``warmup``."""
+    if step >= warmup:
+        return 1.0
+    return warmup_start + (1.0 - warmup_start) * step / warmup
 
-    def __init__(self, milestones: Sequence[int], gamma: float) -> None:
+
+class StepFactor:
+    """``gamma ** (number of milestones <= step)``, times a linear warm-up over the first
+    ``warmup`` steps (from ``warmup_start``; none when ``warmup`` is 0)."""
+
+    def __init__(
+        self,
+        milestones: Sequence[int],
+        gamma: float,
+        warmup: int = 0,
+        warmup_start: float = 0.01,
+    ) -> None:
         self.milestones = sorted(int(m) for m in milestones)
         self.gamma = float(gamma)
+        self.warmup = int(warmup)
+        self.warmup_start = float(warmup_start)
 
     def __call__(self, step: int) -> float:
-        return self.gamma ** sum(step >= m for m in self.milestones)
+        decay = self.gamma ** sum(step >= m for m in self.milestones)
+        return decay * warmup_factor(step, self.warmup, self.warmup_start)
 
 
 class ExponentialFactor:
@@ -59,7 +76,7 @@ class WarmupCosineFactor:
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
-            return self.warmup_start + (1.0 - self.warmup_start) * step / self.warmup
+            return warmup_factor(step, self.warmup, self.warmup_start)
         span = max(self.n_iter - self.warmup, 1)
         t = min(step - self.warmup, span) / span
         return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
@@ -95,21 +112,31 @@ def step_decay(
     decay_at: Sequence[float] = (0.75,),
     gamma: float = 0.1,
     reset_state_at_decay: bool = False,
+    warmup: int = 50,
+    warmup_start: float = 0.01,
 ) -> StepDecayLR:
-    """The tutorial's schedule: lr times ``gamma`` from ``round(n_iter * f)`` on, per ``f``.
+    """The tutorial's schedule (lr times ``gamma`` from ``round(n_iter * f)`` on, per ``f``)
+    after a linear learning-rate warm-up.
 
-    Iteration ``i`` (0-based) uses ``lr * gamma ** #{milestones <= i}``. With
+    Iteration ``i`` (0-based) uses ``lr * gamma ** #{milestones <= i}``, times
+    ``warmup_start + (1 - warmup_start) * i / warmup`` while ``i < warmup``
+    (``warmup=0``: the tutorial's schedule exactly). The warm-up keeps Adam's first large
+    steps from emptying the field of RGB-only scenes (docs/captures.md, section 9). With
     ``reset_state_at_decay`` the optimiser's state is cleared at each milestone (the
     tutorial re-creates Adam at the drop, which also resets its moments).
     """
     check_int("n_iter", n_iter)
+    check_int("warmup", warmup, 0)
+    check_number("warmup_start", warmup_start, 0, 1)
     if isinstance(decay_at, str | bytes) or not all(
         is_number(f) and 0.0 <= f <= 1.0 for f in decay_at
     ):
         raise ValueError(f"decay_at must be a list of fractions in [0, 1]; got {decay_at!r}.")
     check_number("gamma", gamma, 0, low_open=True)
     return StepDecayLR(
-        optimizer, StepFactor(decay_milestones(n_iter, decay_at), gamma), reset_state_at_decay
+        optimizer,
+        StepFactor(decay_milestones(n_iter, decay_at), gamma, warmup, warmup_start),
+        reset_state_at_decay,
     )
 
 

@@ -220,13 +220,30 @@ def _lrs(scheduler, n):
 
 
 def test_step_decay_equals_torch_multistep():
-    ours = _lrs(step_decay(_opt(), n_iter=20, decay_at=[0.25, 0.75], gamma=0.5), 20)
+    ours = _lrs(step_decay(_opt(), n_iter=20, decay_at=[0.25, 0.75], gamma=0.5, warmup=0), 20)
     ref_opt = _opt()
     ref = _lrs(torch.optim.lr_scheduler.MultiStepLR(ref_opt, [5, 15], gamma=0.5), 20)
     assert ours == pytest.approx(ref)
     # the tutorial's milestone: iteration round(3000 * 0.75) = 2250 runs at lr x 0.1
-    lrs = _lrs(step_decay(_opt(), n_iter=3000, decay_at=[0.75], gamma=0.1), 2252)
+    lrs = _lrs(step_decay(_opt(), n_iter=3000, decay_at=[0.75], gamma=0.1, warmup=0), 2252)
     assert lrs[2249] == 1.0 and lrs[2250] == pytest.approx(0.1)
+
+
+def test_step_decay_warmup_closed_form():
+    # the default: 50 iterations of linear warm-up from 0.01, then the step schedule
+    lrs = _lrs(step_decay(_opt(), n_iter=200, decay_at=[0.75], gamma=0.1), 200)
+    assert lrs[:50] == pytest.approx([0.01 + 0.99 * i / 50 for i in range(50)])
+    assert lrs[50:150] == pytest.approx([1.0] * 100) and lrs[150:] == pytest.approx([0.1] * 50)
+    # a milestone inside the warm-up multiplies it
+    sched = step_decay(_opt(), n_iter=10, decay_at=[0.2], gamma=0.5, warmup=4, warmup_start=0.5)
+    assert _lrs(sched, 6) == pytest.approx([0.5, 0.625, 0.375, 0.4375, 0.5, 0.5])
+    # a run shorter than the warm-up stays in it
+    sched = step_decay(_opt(), n_iter=4, decay_at=[], warmup=8, warmup_start=0.2)
+    assert _lrs(sched, 4) == pytest.approx([0.2, 0.3, 0.4, 0.5])
+    with pytest.raises(ValueError, match="warmup must be an integer"):
+        step_decay(_opt(), n_iter=5, warmup=-1)
+    with pytest.raises(ValueError, match="warmup_start"):
+        step_decay(_opt(), n_iter=5, warmup_start=1.5)
 
 
 def test_step_decay_resets_the_optimizer_state_at_the_milestone():
@@ -266,12 +283,15 @@ def test_exponential_cosine_constant_closed_forms():
 
 
 def test_scheduler_state_round_trips_through_weights_only_load(tmp_path):
-    sched = step_decay(_opt(), n_iter=10, decay_at=[0.5], reset_state_at_decay=True)
+    # (mid warm-up: a resume restores the optimiser's lr with its state, then the schedule)
+    sched = step_decay(_opt(), n_iter=10, decay_at=[0.5], reset_state_at_decay=True, warmup=4)
     _lrs(sched, 3)
     path = tmp_path / "s.pt"
-    torch.save(sched.state_dict(), path)
-    fresh = step_decay(_opt(), n_iter=10, decay_at=[0.5], reset_state_at_decay=True)
-    fresh.load_state_dict(torch.load(path, weights_only=True))
+    torch.save({"s": sched.state_dict(), "o": sched.optimizer.state_dict()}, path)
+    fresh = step_decay(_opt(), n_iter=10, decay_at=[0.5], reset_state_at_decay=True, warmup=4)
+    state = torch.load(path, weights_only=True)
+    fresh.optimizer.load_state_dict(state["o"])
+    fresh.load_state_dict(state["s"])
     assert fresh.last_epoch == 3 and _lrs(fresh, 4) == _lrs(sched, 4)
 
 
