@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--render-size", type=int, default=128)
-    parser.add_argument("--renders", type=int, default=2)
+    parser.add_argument("--renders", type=int, default=2, help="0: no render timing")
     parser.add_argument("--render-run", default=None, help="a trained run directory")
     parser.add_argument(
         "--render-only",
@@ -253,6 +253,12 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=tutorial")
     args = parser.parse_args()
+    for name in ("warmup", "iters", "renders", "render_size"):
+        low = 1 if name in ("iters", "render_size") else 0
+        if getattr(args, name) < low:
+            parser.error(f"--{name.replace('_', '-')} must be >= {low}; got {getattr(args, name)}")
+    if args.render_only and args.renders < 1:
+        parser.error("--render-only times renders: --renders must be >= 1")
 
     if args.render_only and args.render_run is None:
         parser.error("--render-only needs --render-run DIR")
@@ -293,10 +299,14 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
                 n_rays = stats["n_rays"]
 
         cams = trainer.test_views[0][[0]]
-        render_s = time_renders(
-            trainer.render_views, cams, trainer.image_hw, args.render_size, args.renders,
-            trainer.device,
-        )  # fmt: skip
+        render_s = (
+            time_renders(
+                trainer.render_views, cams, trainer.image_hw, args.render_size, args.renders,
+                trainer.device,
+            )  # fmt: skip
+            if args.renders > 0
+            else None
+        )
 
     iter_s = statistics.median(times)
     return {

@@ -166,6 +166,23 @@ def test_bench_script_prints_one_json_line(tmp_path):
     assert result["render_trained_s"] > 0
 
 
+def test_bench_script_without_renders_and_with_bad_counts():
+    import subprocess
+    import sys
+
+    bench = [sys.executable, str(CONF.parent / "scripts" / "bench.py")]
+    done = subprocess.run(
+        [*bench, "--warmup", "0", "--iters", "1", "--renders", "0", *TINY],
+        capture_output=True, text=True, cwd=CONF.parent, check=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["render_s"] is None and result["iter_s_median"] > 0
+    bad = subprocess.run(
+        [*bench, "--iters", "0", *TINY], capture_output=True, text=True, cwd=CONF.parent
+    )
+    assert bad.returncode == 2 and "--iters must be >= 1; got 0" in bad.stderr
+
+
 def test_bf16_precision_trains_and_stays_close_to_fp32(tmp_path):
     base = TINY + [
         "trainer.n_iter=2",
