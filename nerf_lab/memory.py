@@ -14,7 +14,7 @@ NeRF 256 units, 10 harmonics               941          414         163 588
 NeRF 128 units, 30 harmonics               552          267         79 748
 NeRF ``model=small`` (64 units, 10 harm.)  517 - 551    192 - 197   16 324
 NeRF ``model=nerf``, bf16 autocast         913          171         317 188
-voxel grid ``experiment=fast``             0 - 30       100 - 121   18 875 235
+voxel grid ``experiment=voxel``            0 - 30       100 - 121   18 875 235
 =========================================  ===========  ==========  ====================
 
 (two runs where a range is given; 64 points per ray for ``small``, 128 otherwise). A check

@@ -31,6 +31,7 @@ from nerf_lab.config import TrainerConf
 from nerf_lab.evaluation import evaluate_views
 from nerf_lab.loggers import FanOutLogger, Logger, RunInfo, TensorBoardLogger
 from nerf_lab.losses import LossTerm, combine_terms
+from nerf_lab.memory import peak_rss_bytes, reset_peak_rss
 from nerf_lab.metrics import mse_to_psnr
 from nerf_lab.raysamplers import RayBundle
 from nerf_lab.renderer import Renderer, iter_ray_chunks
@@ -45,7 +46,11 @@ GridSampler = Callable[[int, int], Callable[..., RayBundle]]
 
 
 def peak_rss_mb() -> float | None:
-    """This process's peak resident memory in MiB (``None`` where unknown)."""
+    """Peak resident memory in MiB since :func:`nerf_lab.memory.reset_peak_rss` (Linux
+    ``VmHWM``), else over the process's life (``getrusage``); ``None`` where unknown."""
+    peak = peak_rss_bytes()
+    if peak is not None:
+        return round(peak / 2**20, 1)
     try:
         import resource
 
@@ -402,6 +407,9 @@ class Trainer:
         from nerf_lab.run_logs import log_eval, log_scalars
 
         s = self.s
+        # metrics.json's peak_rss_mb: this run's, also when a local multirun (the method
+        # study) runs several in one process
+        reset_peak_rss()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.maybe_resume()
         show_bar = sys.stderr.isatty() if s.progress_bar is None else s.progress_bar

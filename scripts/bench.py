@@ -301,7 +301,11 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
         cams = trainer.test_views[0][[0]]
         render_s = (
             time_renders(
-                trainer.render_views, cams, trainer.image_hw, args.render_size, args.renders,
+                trainer.render_views,
+                cams,
+                trainer.image_hw,
+                args.render_size,
+                args.renders,
                 trainer.device,
             )  # fmt: skip
             if args.renders > 0

@@ -60,7 +60,7 @@ CASES: dict[str, tuple[list[str], int, tuple[int, int], tuple[int, int]]] = {
         (64, 256),
         (512, 2048),
     ),
-    "fast": (["experiment=fast"], 128, (256, 1024), (1024, 4096)),
+    "voxel": (["experiment=voxel"], 128, (256, 1024), (1024, 4096)),
 }
 
 

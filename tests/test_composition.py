@@ -173,15 +173,19 @@ def test_loss_terms_can_be_added_by_override():
 
 def test_param_groups_get_their_lr_scale():
     fast = [
-        "model=fast",
+        "model=voxel",
         "model.resolution=8",
         "model.grid_lr_scale=10",
         "model.n_hidden_neurons=8",
     ]
     cfg = compose_cfg([*TINY_RUN, *fast, "optimizer=adamw", "optimizer.lr=2e-3"])
     groups = build_components(cfg).optimizer.param_groups
-    assert {g["name"]: g["lr"] for g in groups} == pytest.approx(
+    # (the schedule's base lr: its warm-up starts each group at 1 % of it)
+    assert {g["name"]: g["initial_lr"] for g in groups} == pytest.approx(
         {"field/grids": 2e-2, "field/mlp": 2e-3}
+    )
+    assert {g["name"]: g["lr"] for g in groups} == pytest.approx(
+        {"field/grids": 2e-4, "field/mlp": 2e-5}
     )
 
 

@@ -40,7 +40,7 @@ def test_training_step_runs_on_the_gpu(tmp_path):
         assert all(on_cuda(v) for v in state.values() if torch.is_tensor(v) and v.dim() > 0)
 
 
-@pytest.mark.parametrize("model", ["small", "fast"])
+@pytest.mark.parametrize("model", ["small", "voxel"])
 def test_gpu_forward_backward_and_render_match_the_cpu(tmp_path, model):
     """The same weights give the same field, gradients and full render on both devices."""
     over = [o for o in CUDA_TINY if not o.startswith(("model=", "model."))] + [f"model={model}"]
@@ -120,7 +120,7 @@ def test_autocast_runs_the_mlp_in_low_precision_with_fp32_weights(tmp_path, prec
     assert render.rgb.dtype == torch.float32 and torch.isfinite(render.rgb).all()
 
 
-@pytest.mark.parametrize("preset", [["model=small"], ["experiment=fast"]])
+@pytest.mark.parametrize("preset", [["model=small"], ["experiment=voxel"], ["experiment=fast"]])
 def test_presets_learn_the_procedural_scene_in_a_few_hundred_iterations(tmp_path, preset):
     over = [*preset, "data=procedural", "trainer.device=cuda", "trainer.n_iter=300", *QUIET]
     trainer = build_trainer(compose_cfg(over), tmp_path)

@@ -23,10 +23,14 @@ from tests.conftest import CONF, compose_cfg
 REPO = CONF.parent
 STUDY = REPO / "scripts" / "method_study.py"
 
-#: The method presets (every experiment option but the tutorial's settings).
-#: The method presets (not the tutorial's settings, nor the first-run demo on the torus).
+#: The method presets (every experiment option but the tutorial's settings, the first-run
+#: preset and ``fast``, the alias of the study's best).
+#: The method presets: not the tutorial's settings, nor the first-run demo on the torus, nor
+#: ``fast``, the alias of the study's best.
 METHODS = sorted(
-    p.stem for p in (CONF / "experiment").glob("*.yaml") if p.stem not in ("tutorial", "quick")
+    p.stem
+    for p in (CONF / "experiment").glob("*.yaml")
+    if p.stem not in ("tutorial", "quick", "fast")
 )
 
 #: A tiny procedural scene and a few rays: the presets' own fields, samplers and losses.
@@ -59,7 +63,16 @@ ms = load_study_module()
 
 
 def test_the_method_presets_are_there():
-    assert {"fast", "nerf_hierarchical", "ngp", "kplanes"} <= set(METHODS)
+    assert {"voxel", "nerf_hierarchical", "ngp", "kplanes"} <= set(METHODS)
+
+
+def test_fast_is_the_best_method_of_the_study_under_its_own_name():
+    """experiment=fast composes exactly as the method it names (docs/methods.md), but for
+    the run name."""
+    fast, best = compose_cfg(["experiment=fast"]), compose_cfg(["experiment=kplanes"])
+    assert fast.name == "fast"
+    fast.name = best.name
+    assert fast == best
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -67,7 +80,7 @@ def test_preset_names_itself_and_uses_the_scenes_depth_range(method):
     cfg = compose_cfg([f"experiment={method}"])
     assert cfg.name == method
     assert cfg.raysampler.min_depth == "auto" and cfg.raysampler.max_depth == "auto"
-    if method == "fast":
+    if method == "voxel":
         # its silhouette term is left out on scenes without masks
         assert cfg.loss.terms.silhouette.required is False
     else:
@@ -246,12 +259,12 @@ def test_study_multirun_end_to_end(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "nerf_lab.train", "-m", "+sweep=methods", *TINY_SCENE,
          "trainer.n_iter=4", "trainer.eval_every=2", "trainer.num_threads=1",
-         "experiment=fast,kplanes", f"hydra.sweep.dir={sweep_dir}"],
+         "experiment=voxel,kplanes", f"hydra.sweep.dir={sweep_dir}"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     runs = ms.find_runs(sweep_dir)
-    assert [r.method for r in runs] == ["fast", "kplanes"]
+    assert [r.method for r in runs] == ["voxel", "kplanes"]
     for r in runs:
         assert r.status == "completed", r.metrics
         assert len(r.curve) == 2  # evaluations after steps 2 and 4

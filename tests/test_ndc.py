@@ -279,7 +279,7 @@ def test_ndc_runs_sample_ndc_rays_with_depths_0_to_1_and_check_boxes(ff_capture,
                       tmp_path / "b")  # fmt: skip
     with pytest.raises(ValueError, match=r"model.bbox: .* NDC cube"):
         fast = [o for o in _ndc_overrides(path) if not o.startswith("model")]
-        build_trainer(compose_cfg([*fast, "model=fast", "model.bbox=0.5"]),
+        build_trainer(compose_cfg([*fast, "model=voxel", "model.bbox=0.5"]),
                       tmp_path / "c")  # fmt: skip
 
 

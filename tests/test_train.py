@@ -237,3 +237,33 @@ def test_missing_plugin_gives_a_clear_message():
     if not plugin_installed("hydra_optuna_sweeper"):
         assert "pip install 'nerf_lab[optuna]'" in msg
     assert missing_plugin_message(["model=small"], CONF) is None
+
+
+def test_metrics_peak_memory_is_the_runs_own_not_the_processes(tmp_path):
+    """A local multirun (the method study) trains several runs in one process: each run's
+    ``peak_rss_mb`` starts from its own start, not from an earlier job's peak. (A fresh
+    interpreter: in this one, earlier tests' freed memory may still be resident.)"""
+    import subprocess
+    import sys
+
+    from nerf_lab.memory import reset_peak_rss
+
+    if not reset_peak_rss():
+        pytest.skip("this system cannot reset the peak RSS (/proc/self/clear_refs)")
+    script = r"""
+import json, sys
+from nerf_lab.trainer import peak_rss_mb
+from nerf_lab.train import run
+from tests.conftest import TINY, compose_cfg
+earlier_job = b"\x01" * (600 * 2**20)  # an earlier job's 600 MiB (written: resident), freed again
+process_peak = peak_rss_mb()
+del earlier_job
+run(compose_cfg(TINY + ["trainer.n_iter=2", "trainer.turntable_frames=0"]), sys.argv[1])
+print(json.dumps([process_peak, json.load(open(sys.argv[1] + "/metrics.json"))["peak_rss_mb"]]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "run")],
+        cwd=CONF.parent, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    process_peak, run_peak = json.loads(out.stdout.strip().splitlines()[-1])
+    assert process_peak > 600 and 0 < run_peak < process_peak - 400, (run_peak, process_peak)
