@@ -46,3 +46,19 @@ def tune_malloc(trim_threshold: int = _INT_MAX) -> bool:
     if not _tuned:
         log.debug("mallopt tuning not applied (mmap_max=%s, trim=%s)", ok_mmap, ok_trim)
     return _tuned
+
+
+def release_free_memory() -> bool:
+    """Return the heap's free memory to the system (glibc ``malloc_trim(0)``).
+
+    With :func:`tune_malloc` the process keeps freed memory for reuse; a run that starts
+    after another in the same process (a local Hydra multirun) calls this first, so its
+    resident memory, and the peak measured from there, are its own. False off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

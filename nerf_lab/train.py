@@ -23,6 +23,8 @@ from omegaconf import DictConfig
 from nerf_lab.build import build_trainer
 from nerf_lab.checkpoint import clean_stale_temporaries, write_json_atomic
 from nerf_lab.config import CONF_DIR, check_writable, register_configs
+from nerf_lab.memory import reset_peak_rss
+from nerf_lab.perf import release_free_memory
 from nerf_lab.plugins import missing_plugin_message
 from nerf_lab.rundir import RunDirLock, RunDirLockedError
 from nerf_lab.runtime import set_job_threads
@@ -55,6 +57,11 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> f
     """
     run_dir = Path(run_dir)
     check_writable(run_dir)
+    # metrics.json's peak_rss_mb is this run's own, also when a local multirun (the method
+    # study) trains several runs in one process: hand the earlier runs' freed memory back,
+    # then start a new peak
+    release_free_memory()
+    reset_peak_rss()
     with RunDirLock(run_dir):
         clean_stale_temporaries(run_dir)
         clean_stale_temporaries(run_dir / "checkpoints")

@@ -31,7 +31,7 @@ from nerf_lab.config import TrainerConf
 from nerf_lab.evaluation import evaluate_views
 from nerf_lab.loggers import FanOutLogger, Logger, RunInfo, TensorBoardLogger
 from nerf_lab.losses import LossTerm, combine_terms
-from nerf_lab.memory import peak_rss_bytes, reset_peak_rss
+from nerf_lab.memory import peak_rss_bytes
 from nerf_lab.metrics import mse_to_psnr
 from nerf_lab.raysamplers import RayBundle
 from nerf_lab.renderer import Renderer, iter_ray_chunks
@@ -407,9 +407,6 @@ class Trainer:
         from nerf_lab.run_logs import log_eval, log_scalars
 
         s = self.s
-        # metrics.json's peak_rss_mb: this run's, also when a local multirun (the method
-        # study) runs several in one process
-        reset_peak_rss()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.maybe_resume()
         show_bar = sys.stderr.isatty() if s.progress_bar is None else s.progress_bar

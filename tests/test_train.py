@@ -241,7 +241,8 @@ def test_missing_plugin_gives_a_clear_message():
 
 def test_metrics_peak_memory_is_the_runs_own_not_the_processes(tmp_path):
     """A local multirun (the method study) trains several runs in one process: each run's
-    ``peak_rss_mb`` starts from its own start, not from an earlier job's peak. (A fresh
+    ``peak_rss_mb`` starts from its own start, not from an earlier job's peak, also when
+    the earlier job's freed memory stayed in the heap (``tune_malloc``). (A fresh
     interpreter: in this one, earlier tests' freed memory may still be resident.)"""
     import subprocess
     import sys
@@ -252,8 +253,10 @@ def test_metrics_peak_memory_is_the_runs_own_not_the_processes(tmp_path):
         pytest.skip("this system cannot reset the peak RSS (/proc/self/clear_refs)")
     script = r"""
 import json, sys
+from nerf_lab.perf import tune_malloc
 from nerf_lab.trainer import peak_rss_mb
 from nerf_lab.train import run
+tune_malloc()  # as an earlier job of the process did: freed memory stays in the heap
 from tests.conftest import TINY, compose_cfg
 earlier_job = b"\x01" * (600 * 2**20)  # an earlier job's 600 MiB (written: resident), freed again
 process_peak = peak_rss_mb()
