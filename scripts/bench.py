@@ -257,8 +257,8 @@ def main() -> None:
         low = 1 if name in ("iters", "render_size") else 0
         if getattr(args, name) < low:
             parser.error(f"--{name.replace('_', '-')} must be >= {low}; got {getattr(args, name)}")
-    if args.render_only and args.renders < 1:
-        parser.error("--render-only times renders: --renders must be >= 1")
+    if (args.render_only or args.render_run) and args.renders < 1:
+        parser.error("--render-run/--render-only time renders: --renders must be >= 1")
 
     if args.render_only and args.render_run is None:
         parser.error("--render-only needs --render-run DIR")

@@ -181,6 +181,11 @@ def test_bench_script_without_renders_and_with_bad_counts():
         [*bench, "--iters", "0", *TINY], capture_output=True, text=True, cwd=CONF.parent
     )
     assert bad.returncode == 2 and "--iters must be >= 1; got 0" in bad.stderr
+    bad = subprocess.run(
+        [*bench, "--renders", "0", "--render-run", "DIR", *TINY],
+        capture_output=True, text=True, cwd=CONF.parent,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--renders must be >= 1" in bad.stderr
 
 
 def test_bf16_precision_trains_and_stays_close_to_fp32(tmp_path):
