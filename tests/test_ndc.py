@@ -314,8 +314,9 @@ def ndc_run(ff_capture, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NERF_LAB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         torch.manual_seed(0)
+        # (30 steps: no lr warm-up, which would take the whole run)
         cfg = compose_cfg([*_ndc_overrides(path), "trainer.n_iter=30", "trainer.batch_size=4",
-                           "optimizer.lr=0.005"])  # fmt: skip
+                           "optimizer.lr=0.005", "scheduler.warmup=0"])  # fmt: skip
         trainer = build_trainer(cfg, run_dir)
         before = trainer.evaluate()["eval/psnr"]
         metrics = trainer.fit()
