@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -13,6 +14,16 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _INT_MAX = 2**31 - 1  # mallopt takes a C int: larger values wrap around
 _tuned = False
+
+
+def _glibc_function(name: str) -> Callable[..., int] | None:
+    """The C library's function ``name`` on Linux (``None`` elsewhere or where missing)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def tune_malloc(trim_threshold: int = _INT_MAX) -> bool:
@@ -33,12 +44,8 @@ def tune_malloc(trim_threshold: int = _INT_MAX) -> bool:
         raise ValueError(f"trim_threshold must be in [0, {_INT_MAX}]; got {trim_threshold!r}.")
     if _tuned:
         return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     ok_mmap = mallopt(_M_MMAP_MAX, 0) == 1
     ok_trim = mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
@@ -55,10 +62,5 @@ def release_free_memory() -> bool:
     after another in the same process (a local Hydra multirun) calls this first, so its
     resident memory, and the peak measured from there, are its own. False off glibc.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    malloc_trim = _glibc_function("malloc_trim")
+    return malloc_trim is not None and bool(malloc_trim(0))

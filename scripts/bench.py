@@ -253,8 +253,7 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=tutorial")
     args = parser.parse_args()
-    for name in ("warmup", "iters", "renders", "render_size"):
-        low = 1 if name in ("iters", "render_size") else 0
+    for name, low in {"warmup": 0, "iters": 1, "renders": 0, "render_size": 1}.items():
         if getattr(args, name) < low:
             parser.error(f"--{name.replace('_', '-')} must be >= {low}; got {getattr(args, name)}")
     if (args.render_only or args.render_run) and args.renders < 1:
@@ -307,7 +306,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, Any]:
                 args.render_size,
                 args.renders,
                 trainer.device,
-            )  # fmt: skip
+            )
             if args.renders > 0
             else None
         )

@@ -172,13 +172,13 @@ def test_loss_terms_can_be_added_by_override():
 
 
 def test_param_groups_get_their_lr_scale():
-    fast = [
+    voxel = [
         "model=voxel",
         "model.resolution=8",
         "model.grid_lr_scale=10",
         "model.n_hidden_neurons=8",
     ]
-    cfg = compose_cfg([*TINY_RUN, *fast, "optimizer=adamw", "optimizer.lr=2e-3"])
+    cfg = compose_cfg([*TINY_RUN, *voxel, "optimizer=adamw", "optimizer.lr=2e-3"])
     groups = build_components(cfg).optimizer.param_groups
     # (the schedule's base lr: its warm-up starts each group at 1 % of it)
     assert {g["name"]: g["initial_lr"] for g in groups} == pytest.approx(

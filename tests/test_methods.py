@@ -23,8 +23,6 @@ from tests.conftest import CONF, compose_cfg
 REPO = CONF.parent
 STUDY = REPO / "scripts" / "method_study.py"
 
-#: The method presets (every experiment option but the tutorial's settings, the first-run
-#: preset and ``fast``, the alias of the study's best).
 #: The method presets: not the tutorial's settings, nor the first-run demo on the torus, nor
 #: ``fast``, the alias of the study's best.
 METHODS = sorted(
