@@ -361,3 +361,44 @@ def test_hybrid_fields_under_bf16_autocast(name):
     ref_d, ref_c = model(bundle)
     assert float((densities.float() - ref_d).detach().abs().max()) < 0.05
     assert float((colors.float() - ref_c).detach().abs().max()) < 0.05
+
+
+@pytest.mark.parametrize("name", ["ngp", "kplanes"])
+def test_hybrid_render_color_threshold_skips_only_invisible_points(name):
+    """Without autograd, colours are decoded only where the compositing weight exceeds
+    ``render_color_threshold`` (weights by a plain loop here); densities stay exact, the
+    composited colour moves by at most ``n_pts * threshold``; with autograd every point
+    is decoded."""
+    torch.manual_seed(0)
+    exact = SMALL[name]()
+    exact.render_color_threshold = 0.0
+    with torch.no_grad():  # nearly transparent to nearly opaque points
+        exact.decoder.density_mlp[-1].bias[0] += 4.0
+    n_pts = 16
+    bundle = random_bundle((40,), n_pts=n_pts)
+    with torch.no_grad():
+        d_ref, c_ref = exact(bundle)
+    alphas = d_ref[..., 0]
+    weights = torch.zeros_like(alphas)
+    for r in range(alphas.shape[0]):
+        light = 1.0
+        for i in range(n_pts):
+            weights[r, i] = alphas[r, i] * light
+            light *= 1.0 - float(alphas[r, i])
+    t = float(weights.median())  # half the points show, half do not
+    fast = SMALL[name]()
+    fast.load_state_dict(exact.state_dict())
+    fast.render_color_threshold = t
+    with torch.no_grad():
+        d, c = fast(bundle)
+    torch.testing.assert_close(d, d_ref, rtol=0, atol=0)
+    visible = weights > t
+    assert 0 < visible.sum() < visible.numel()
+    torch.testing.assert_close(c[visible], c_ref[visible])
+    assert (c[~visible] == 0).all()
+    rgb, rgb_ref = (weights[..., None] * c).sum(-2), (weights[..., None] * c_ref).sum(-2)
+    assert float((rgb - rgb_ref).abs().max()) <= n_pts * t
+    d_g, c_g = fast(bundle)
+    torch.testing.assert_close(c_g.detach(), c_ref)
+    with pytest.raises(ValueError, match="render_color_threshold"):
+        type(exact)(render_color_threshold=1.5)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from nerf_lab.encodings import HarmonicEmbedding, SphericalHarmonicsEncoding
 from nerf_lab.models.base import RadianceField
 from nerf_lab.models.nerf import sample_spacing
+from nerf_lab.raymarchers import transmittance
 from nerf_lab.raysamplers import RayBundle, ray_bundle_to_ray_points
 from nerf_lab.validate import check_choice, check_int, check_number
 
@@ -269,13 +270,24 @@ class EncodedField(RadianceField):
     Args:
         aabb: the scene box ``[x_min, y_min, z_min, x_max, y_max, z_max]``; the encoding
             covers it, points outside are empty.
+        render_color_threshold: when > 0, calls without autograd (renders) decode colours
+            only at points whose compositing weight ``alpha_i T_i`` along their ray
+            exceeds it (``T_i = prod_{j<i} (1 - alpha_j)``, the emission-absorption
+            raymarcher's); the other points get colour 0, which changes a composited
+            colour by at most ``n_pts_per_ray * render_color_threshold``. Densities are
+            always exact, and training (autograd on) decodes every point. The colour MLP
+            is most of a hybrid field's cost, and most points of a render lie in empty
+            space or behind a surface. 0: off.
     """
 
     decoder: DensityColorDecoder
 
-    def __init__(self, aabb: Sequence[float]) -> None:
+    def __init__(self, aabb: Sequence[float], render_color_threshold: float = 1.0e-5) -> None:
         super().__init__()
         self.register_buffer("aabb", parse_aabb(aabb))
+        self.render_color_threshold = check_number(
+            "render_color_threshold", render_color_threshold, 0, 1, high_open=True
+        )
 
     def encode(self, unit_points: torch.Tensor) -> torch.Tensor:
         """Features ``(K, n_input)`` of points ``(K, 3)`` in the unit cube (the box)."""
@@ -312,9 +324,15 @@ class EncodedField(RadianceField):
         flat = points.reshape(-1, 3)
         n = flat.shape[0]
         index, sigma, geo = self.query(flat)
-        per_ray = self.decoder.per_ray(ray_bundle.directions.reshape(-1, 3))
-        rgb = self.decoder.color(geo, per_ray[torch.div(index, n_pts, rounding_mode="floor")])
         sigma = sigma.new_zeros(n).index_copy(0, index, sigma).reshape(*lead, n_pts)
         opacities = 1.0 - torch.exp(-sigma * spacing)
+        if self.render_color_threshold > 0.0 and not torch.is_grad_enabled():
+            # Only the points that show: weight alpha_i T_i above the threshold.
+            alphas = opacities.reshape(-1, n_pts).float()
+            weights = (alphas * transmittance(alphas)).reshape(-1)
+            visible = (weights[index] > self.render_color_threshold).nonzero()[:, 0]
+            index, geo = index[visible], geo[visible]
+        per_ray = self.decoder.per_ray(ray_bundle.directions.reshape(-1, 3))
+        rgb = self.decoder.color(geo, per_ray[torch.div(index, n_pts, rounding_mode="floor")])
         colors = scatter_rows(rgb, index, n).reshape(*lead, n_pts, 3)
         return opacities[..., None], colors

@@ -55,6 +55,9 @@ class KPlanesField(EncodedField):
             (the MLPs use 1).
         tv_weight: weight of the plane total variation; 0: off.
         l1_weight: weight of the L1 sparsity prior on the plane features; 0: off.
+        render_color_threshold: renders (no autograd) decode colours only at points whose
+            compositing weight exceeds it (:class:`~nerf_lab.models.hybrid.EncodedField`);
+            0: every point.
 
     ``param_groups()``: ``planes`` (at ``plane_lr_scale``) and ``mlp`` (1.0).
     ``loss_terms()``: ``plane_tv`` and ``plane_l1`` when their weights are > 0.
@@ -82,8 +85,9 @@ class KPlanesField(EncodedField):
         plane_lr_scale: float = 10.0,
         tv_weight: float = 0.0,
         l1_weight: float = 0.0,
+        render_color_threshold: float = 1.0e-5,
     ) -> None:
-        super().__init__(aabb)
+        super().__init__(aabb, render_color_threshold)
         self.layout = plane_layout(resolution, multiscale)
         check_int("n_features", n_features)
         check_bool("concat_features", concat_features)

@@ -45,6 +45,9 @@ class NGPField(EncodedField):
             (the MLPs use 1). 10: with ``lr`` 3e-3, 0.03.
         mlp_l2_weight: weight of the L2 penalty ``sum w**2`` on the MLP weight matrices
             (Instant-NGP: 1e-6); 0: off.
+        render_color_threshold: renders (no autograd) decode colours only at points whose
+            compositing weight exceeds it (:class:`~nerf_lab.models.hybrid.EncodedField`);
+            0: every point.
 
     ``param_groups()``: ``hash_table`` (at ``table_lr_scale``) and ``mlp`` (1.0).
     ``loss_terms()``: ``{"mlp_l2": ...}`` when ``mlp_l2_weight > 0``.
@@ -71,8 +74,9 @@ class NGPField(EncodedField):
         density_bias: float = -1.0,
         table_lr_scale: float = 10.0,
         mlp_l2_weight: float = 0.0,
+        render_color_threshold: float = 1.0e-5,
     ) -> None:
-        super().__init__(aabb)
+        super().__init__(aabb, render_color_threshold)
         self.table_lr_scale = check_number("table_lr_scale", table_lr_scale, 0, low_open=True)
         self.mlp_l2_weight = check_number("mlp_l2_weight", mlp_l2_weight, 0)
         self.encoding = MultiresolutionHashEncoding(
