@@ -30,8 +30,9 @@ final segment of a single point is merged into the one before. So a field whose 
 a point depends on the ray only through that point and the next sample's depth gives
 exactly the unsegmented densities and colours. (Fields with their own shortcuts that look
 along the whole ray, e.g. :class:`~nerf_lab.models.FastRadianceField`'s termination or
-``render_color_threshold > 0`` of ``NeuralRadianceField`` and the hybrid fields, see a segment's transmittance from its
-start, which is never lower than the true one: they skip fewer points, never more.)
+``render_color_threshold > 0`` of ``NeuralRadianceField`` and the hybrid fields, see a
+segment's transmittance from its start, which is never lower than the true one: they skip
+fewer points, never more.)
 """
 
 from __future__ import annotations
