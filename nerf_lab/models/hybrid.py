@@ -276,8 +276,8 @@ class EncodedField(RadianceField):
             raymarcher's); the other points get colour 0, which changes a composited
             colour by at most ``n_pts_per_ray * render_color_threshold``. Densities are
             always exact, and training (autograd on) decodes every point. The colour MLP
-            is most of a hybrid field's cost, and most points of a render lie in empty
-            space or behind a surface. 0: off.
+            is the larger of the two MLPs, and most points of a render lie in empty space
+            or behind a surface. 0: off.
     """
 
     decoder: DensityColorDecoder
