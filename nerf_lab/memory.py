@@ -394,6 +394,20 @@ def peak_rss_bytes(proc_root: str | Path = "/proc") -> int | None:
     return None
 
 
+def peak_rss_mb() -> float | None:
+    """Peak resident memory in MiB since :func:`reset_peak_rss` (Linux ``VmHWM``), else over
+    the process's life (``getrusage``); ``None`` where unknown."""
+    peak = peak_rss_bytes()
+    if peak is not None:
+        return round(peak / 2**20, 1)
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except (ImportError, OSError):
+        return None
+
+
 def reset_peak_rss() -> bool:
     """Reset ``VmHWM`` to the current RSS (Linux >= 4.0); ``False`` where unsupported."""
     try:

@@ -31,7 +31,7 @@ from nerf_lab.config import TrainerConf
 from nerf_lab.evaluation import evaluate_views
 from nerf_lab.loggers import FanOutLogger, Logger, RunInfo, TensorBoardLogger
 from nerf_lab.losses import LossTerm, combine_terms
-from nerf_lab.memory import peak_rss_bytes
+from nerf_lab.memory import peak_rss_mb
 from nerf_lab.metrics import mse_to_psnr
 from nerf_lab.raysamplers import RayBundle
 from nerf_lab.renderer import Renderer, iter_ray_chunks
@@ -43,20 +43,6 @@ from nerf_lab.visualize import image_grid, write_turntable
 log = logging.getLogger("nerf_lab")
 
 GridSampler = Callable[[int, int], Callable[..., RayBundle]]
-
-
-def peak_rss_mb() -> float | None:
-    """Peak resident memory in MiB since :func:`nerf_lab.memory.reset_peak_rss` (Linux
-    ``VmHWM``), else over the process's life (``getrusage``); ``None`` where unknown."""
-    peak = peak_rss_bytes()
-    if peak is not None:
-        return round(peak / 2**20, 1)
-    try:
-        import resource
-
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    except (ImportError, OSError):
-        return None
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from nerf_lab.build import build_trainer
 from nerf_lab.camera_paths import turntable_cameras
 from nerf_lab.config import CONF_DIR, trainer_settings
 from nerf_lab.evaluation import evaluate_views
+from nerf_lab.memory import peak_rss_mb
 from nerf_lab.proposal import ProposalResampler
 from nerf_lab.render_shortcuts import RenderShortcuts
 from nerf_lab.runs import LoadedRun, load_run
@@ -272,7 +272,7 @@ def main() -> None:
         result["render_trained"] = trained
         result.setdefault("device", str(run.device))
         result.setdefault("threads", torch.get_num_threads())
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_rss_mb"] = peak_rss_mb()  # bench never resets the peak: the whole process's
     result["torch"] = torch.__version__
     print(json.dumps(result))
 

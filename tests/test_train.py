@@ -259,7 +259,7 @@ def test_metrics_peak_memory_is_the_runs_own_not_the_processes(tmp_path):
     script = r"""
 import json, sys
 from nerf_lab.perf import tune_malloc
-from nerf_lab.trainer import peak_rss_mb
+from nerf_lab.memory import peak_rss_mb
 from nerf_lab.train import run
 tune_malloc()  # as an earlier job of the process did: freed memory stays in the heap
 from tests.conftest import TINY, compose_cfg
