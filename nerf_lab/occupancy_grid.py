@@ -414,6 +414,7 @@ class OccupancyGrid(TrainingHooks, torch.nn.Module):
         self.register_buffer("occs", torch.zeros(n_cells))
         self.register_buffer("binaries", torch.ones(self.resolution, dtype=torch.bool))
         self._field_ref: tuple[torch.nn.Module, ...] = ()
+        self._culling_cache: tuple[torch.Tensor, tuple[int, int, int], Any] | None = None
 
     @property
     def n_cells(self) -> int:
@@ -471,6 +472,23 @@ class OccupancyGrid(TrainingHooks, torch.nn.Module):
 
     def occupied_fraction(self) -> float:
         return float(self.binaries.float().mean())
+
+    def culling_grids(
+        self, factor: int
+    ) -> tuple[tuple[float, ...] | None, torch.Tensor, tuple[float, ...]]:
+        """The box around the occupied cells (:func:`occupied_bounds`) and the coarse grid
+        of ``factor`` with its box (:func:`coarse_occupancy`), computed once per state of
+        ``binaries``: a sampler needs them for every chunk of rays, the grid changes only
+        in :meth:`update` (a new tensor) or by an in-place write (``load_state_dict``: its
+        version counter and its count of occupied cells change)."""
+        b = self.binaries
+        key = (b._version, factor, int(b.sum()))
+        cache = self._culling_cache
+        if cache is not None and cache[0] is b and cache[1] == key:
+            return cache[2]
+        value = (occupied_bounds(b, self.aabb), *coarse_occupancy(b, self.aabb, factor))
+        self._culling_cache = (b, key, value)
+        return value
 
 
 class OccupancyResampler(Resampler):
@@ -531,8 +549,7 @@ class OccupancyResampler(Resampler):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rays (of ``rays``) that cross an occupied coarse cell within ``[t0, t1]``,
         and their depths ``(n,)`` of the first entry into and the last exit from one."""
-        coarse, coarse_aabb = coarse_occupancy(self.grid.binaries, self.grid.aabb,
-                                               self.coarse_factor)  # fmt: skip
+        _, coarse, coarse_aabb = self.grid.culling_grids(self.coarse_factor)
         o, d, a, b = origins[rays], directions[rays], t0[rays], t1[rays]
         edges = grid_edges_between(o, d, near[rays], far[rays], a, b, coarse_aabb,
                                    coarse.shape)  # fmt: skip
@@ -573,7 +590,7 @@ class OccupancyResampler(Resampler):
             hit = torch.zeros_like(near, dtype=torch.bool)
             # Only rays whose [near, far] meets the box around the occupied cells can hit
             # one ...
-            bounds = occupied_bounds(self.grid.binaries, self.grid.aabb)
+            bounds = self.grid.culling_grids(self.coarse_factor)[0]
             if bounds is None:
                 t0 = t1 = near
             else:

@@ -200,7 +200,47 @@ class RenderOutput:
         )
 
 
-class EmissionAbsorptionRaymarcher(torch.nn.Module):
+class Raymarcher(torch.nn.Module):
+    """Optional base of a raymarcher: ``march`` plus hooks with defaults.
+
+    A raymarcher is any object with ``march(rays_densities, rays_features, ray_bundle)`` →
+    :class:`RenderOutput` (plain modules work); subclassing this adds
+    :meth:`march_empty`, which a subclass may answer without arithmetic.
+    """
+
+    def march(
+        self, rays_densities: torch.Tensor, rays_features: torch.Tensor, ray_bundle: Any
+    ) -> RenderOutput:
+        raise NotImplementedError
+
+    def march_empty(self, ray_bundle: Any, n_channels: int) -> RenderOutput:
+        """What :meth:`march` gives rays with zero densities and features (no field
+        evaluation: e.g. rays that cross no occupied cell).
+
+        Args:
+            ray_bundle: flat rays, lengths ``(n_rays, n_pts_per_ray)``.
+            n_channels: feature channels ``C``.
+
+        Returns:
+            :class:`RenderOutput` of ``n_rays`` rays. Default: :meth:`march` on zeros.
+        """
+        lengths = ray_bundle.lengths
+        n_rays, n_pts = lengths.shape
+        return self.march(
+            lengths.new_zeros(n_rays, n_pts, 1), lengths.new_zeros(n_rays, n_pts, n_channels),
+            ray_bundle,
+        )  # fmt: skip
+
+
+def march_empty(raymarcher: Any, ray_bundle: Any, n_channels: int) -> RenderOutput:
+    """:meth:`Raymarcher.march_empty` for any raymarcher (a plain one: ``march`` on zero
+    densities and features). Flat rays, lengths ``(n_rays, n_pts_per_ray)``."""
+    if isinstance(raymarcher, Raymarcher):
+        return raymarcher.march_empty(ray_bundle, n_channels)
+    return Raymarcher.march_empty(raymarcher, ray_bundle, n_channels)
+
+
+class EmissionAbsorptionRaymarcher(Raymarcher):
     """PyTorch3D's ``EmissionAbsorptionRaymarcher``.
 
     Args:
@@ -289,5 +329,28 @@ class EmissionAbsorptionRaymarcher(torch.nn.Module):
             opacity=opacities,
             depth=expected_depth(weights, lengths),
             weights=weights,
+            lengths=lengths,
+        )
+
+    def march_empty(self, ray_bundle: Any, n_channels: int) -> RenderOutput:
+        """:meth:`march` of zero densities and features, built directly: no weights,
+        opacity 0, the background colour (0 without one), the depth of the first sample
+        (:func:`expected_depth` of zero weights)."""
+        lengths = ray_bundle.lengths
+        n_rays = lengths.shape[0]
+        rgb = lengths.new_zeros(n_rays, n_channels)
+        if self.background_color is not None:
+            k = len(self.background_color)
+            if k > n_channels:
+                raise ValueError(
+                    f"background_color has {k} values but the features have only "
+                    f"{n_channels} channels."
+                )
+            rgb[:, :k] = torch.tensor(self.background_color, dtype=rgb.dtype)
+        return RenderOutput(
+            rgb=rgb,
+            opacity=lengths.new_zeros(n_rays, 1),
+            depth=lengths[:, :1].clone(),
+            weights=torch.zeros_like(lengths),
             lengths=lengths,
         )

@@ -9,9 +9,10 @@ previews, videos, exports), so training numerics never change.
   key :data:`ACTIVE_RAYS` (``(..., 1)`` bool; e.g.
   :class:`~nerf_lab.occupancy_grid.OccupancyResampler`: the ray crosses no occupied cell).
   The field is evaluated on the active rays only; the others get the raymarcher's result
-  for an empty ray (zero weights and opacity, the background colour), obtained by
-  raymarching zero densities (:func:`march_active_rays`), so no raymarcher attribute is
-  needed.
+  for an empty ray (zero weights and opacity, the background colour):
+  :func:`~nerf_lab.raymarchers.march_empty`, i.e. ``march`` on zero densities for any
+  raymarcher, built without arithmetic by
+  :class:`~nerf_lab.raymarchers.EmissionAbsorptionRaymarcher`.
 * **Early ray termination.** A bundle's ``n_pts_per_ray`` samples are evaluated in
   segments of ``segment_size`` points per ray (:func:`segment_bounds`); after each segment
   only rays whose transmittance ``T = prod_j (1 - alpha_j)`` is still above
@@ -42,7 +43,7 @@ from typing import Any
 
 import torch
 
-from nerf_lab.raymarchers import RenderOutput
+from nerf_lab.raymarchers import RenderOutput, march_empty
 from nerf_lab.raysamplers import RayBundle
 from nerf_lab.validate import check_bool, check_int, check_number
 
@@ -213,8 +214,9 @@ def march_active_rays(
         active: ``(n_rays,)`` or ``(n_rays, 1)``, true (non-zero) for rays to evaluate.
         march: renders a flat sub-bundle into a :class:`RenderOutput` (the field and the
             raymarcher).
-        raymarcher: its ``march`` on zero densities gives the inactive rays' result (the
-            background colour, opacity 0, weights 0).
+        raymarcher: its result for zero densities is the inactive rays' one (the
+            background colour, opacity 0, weights 0;
+            :func:`~nerf_lab.raymarchers.march_empty`).
         n_channels: feature channels of the empty result when no ray is active (the field
             contract's 3 colours).
 
@@ -233,12 +235,7 @@ def march_active_rays(
         return parts[0][1]
     if parts:
         n_channels = parts[0][1].rgb.shape[-1]
-    empty_bundle = _select(ray_bundle, off, 0, n_pts)
-    zeros = lengths.new_zeros(off.numel(), n_pts, 1)
-    parts.append(
-        (off, raymarcher.march(zeros, lengths.new_zeros(off.numel(), n_pts, n_channels),
-                               empty_bundle))
-    )  # fmt: skip
+    parts.append((off, march_empty(raymarcher, _select(ray_bundle, off, 0, n_pts), n_channels)))
     if len(parts) == 1:
         return parts[0][1]
     first = parts[0][1]

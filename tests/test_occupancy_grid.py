@@ -289,3 +289,40 @@ def test_edges_in_the_box_are_the_crossings_inside_it():
         torch.testing.assert_close(torch.unique(a), torch.unique(b))
         n_inside += a.numel()
     assert n_inside > 30
+
+
+def test_culling_grids_follow_every_change_of_the_grid():
+    """The cached box and coarse grid equal fresh ones after an update (a new tensor), an
+    in-place write, and load_state_dict; and the resampler's samples follow the grid."""
+    from nerf_lab.occupancy_grid import coarse_occupancy, occupied_bounds
+
+    torch.manual_seed(2)
+    grid = OccupancyGrid(resolution=8, aabb=AABB)
+    o, d = random_rays(40)
+    bundle = RayBundle(o, d, torch.tensor([0.5, 6.0]).expand(40, 2), torch.zeros(40, 2))
+    resampler = OccupancyResampler(grid, n_pts_per_ray=8, coarse_factor=2).eval()
+
+    def check() -> None:
+        bounds, coarse, coarse_aabb = grid.culling_grids(2)
+        assert bounds == occupied_bounds(grid.binaries, grid.aabb)
+        fresh, fresh_aabb = coarse_occupancy(grid.binaries, grid.aabb, 2)
+        assert torch.equal(coarse, fresh) and coarse_aabb == fresh_aabb
+
+    check()
+    before = resampler(bundle)[0].lengths
+    grid.update(0, BallField(radius=0.3))  # a new binaries tensor
+    check()
+    after = resampler(bundle)[0].lengths
+    assert not torch.equal(before, after)
+    grid.binaries[:4] = False  # in place
+    check()
+    on = grid.binaries.nonzero()[0]
+    grid.binaries[tuple(on)] = False  # in place, the same number of occupied cells
+    grid.binaries[0, 0, 0] = True
+    check()
+    state = {k: v.clone() for k, v in grid.state_dict().items()}
+    state["binaries"][:] = False
+    state["binaries"][6, 6, 6] = True
+    grid.load_state_dict(state)
+    check()
+    assert grid.culling_grids(2)[0] == occupied_bounds(state["binaries"], grid.aabb)

@@ -89,3 +89,30 @@ def test_bad_raymarcher_args():
         EmissionAbsorptionRaymarcher(background_color=(0, 0, 0, 0))(
             torch.rand(2, 3, 1), torch.rand(2, 3, 3)
         )
+
+
+@pytest.mark.parametrize("background", [None, (0.2, 0.5, 1.0), (0.3,)])
+def test_march_empty_equals_march_of_zero_densities(background):
+    """The empty rays' result built directly equals marching zeros, for the
+    emission-absorption raymarcher and (through the default) for a plain one."""
+    from nerf_lab.raymarchers import Raymarcher, march_empty
+    from nerf_lab.raysamplers import RayBundle
+
+    torch.manual_seed(0)
+    n, p, c = 7, 5, 4
+    lengths = torch.rand(n, p).sort(dim=-1).values + 0.5
+    bundle = RayBundle(torch.randn(n, 3), torch.randn(n, 3), lengths, torch.zeros(n, 2))
+    rm = EmissionAbsorptionRaymarcher(background_color=background)
+    expected = rm.march(torch.zeros(n, p, 1), torch.zeros(n, p, c), bundle)
+    for got in (rm.march_empty(bundle, c), march_empty(rm, bundle, c),
+                Raymarcher.march_empty(rm, bundle, c)):  # fmt: skip
+        for name in ("rgb", "opacity", "depth", "weights", "lengths"):
+            torch.testing.assert_close(getattr(got, name), getattr(expected, name),
+                                       rtol=0, atol=0)  # fmt: skip
+
+    class Plain:  # any object with march: marched on zeros
+        def march(self, densities, features, ray_bundle):
+            return rm.march(densities + 0.5, features + 1.0, ray_bundle)
+
+    plain = march_empty(Plain(), bundle, c)
+    torch.testing.assert_close(plain.opacity, 1 - 0.5**p * torch.ones(n, 1))

@@ -243,10 +243,14 @@ class FastRadianceField(RadianceField):
             dirs = self.dir_embedding(dirs)
         first = self.color_mlp[0]
         nf = self.n_features
-        # The direction part of the first layer is computed once per ray.
+        last = self.color_mlp[2]
+        # The direction part of the first layer is computed once per ray; each point's
+        # feature part is accumulated onto its ray's row in place (addmm_), and the
+        # activations are in place too: the same numbers as the plain layers, with a third
+        # of the memory traffic (this decoder is most of a trained frame's CPU time).
         per_ray = F.linear(dirs, first.weight[:, nf:], first.bias)
-        hidden = F.linear(feats, first.weight[:, :nf]) + per_ray[ray_index]
-        return torch.sigmoid(self.color_mlp[2](torch.relu(hidden)))
+        hidden = per_ray.index_select(0, ray_index).addmm_(feats, first.weight[:, :nf].t())
+        return torch.addmm(last.bias, hidden.relu_(), last.weight.t()).sigmoid_()
 
     def forward(self, ray_bundle: RayBundle, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Densities ``(..., n_pts_per_ray, 1)`` and colours ``(..., n_pts_per_ray, 3)``."""
