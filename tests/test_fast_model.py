@@ -182,11 +182,18 @@ def test_early_termination_bounds_the_rendered_error():
     torch.testing.assert_close(img_fast[..., 3], img_plain[..., 3])
 
 
-def test_training_path_equals_eval_path():
+@pytest.mark.parametrize("render_block", [FastRadianceField.RENDER_BLOCK, 16, 1])
+def test_training_path_equals_eval_path(render_block, monkeypatch):
+    """Autograd on (one block) and off (blocks of ``render_block`` points: 16 leaves a
+    partial last block) give the same densities and colours."""
+    monkeypatch.setattr(FastRadianceField, "RENDER_BLOCK", render_block)
     model = _blob_model()
     bundle = _bundle()
     with torch.no_grad():
         d0, c0 = model(bundle)
+    if render_block == 16:  # several blocks, the last one partial
+        assert model.last_counts["colored"] > 2 * render_block
+        assert model.last_counts["colored"] % render_block != 0
     d1, c1 = model(bundle)
     assert d1.requires_grad and c1.requires_grad
     torch.testing.assert_close(d1, d0, atol=1e-7, rtol=0)

@@ -123,6 +123,10 @@ class FastRadianceField(RadianceField):
     guarantees, because early termination looks along each ray.
     """
 
+    #: Points per block without autograd (renders): a block's trilinear corners, features
+    #: and colour MLP layers stay in the CPU's cache (the same numbers as one block).
+    RENDER_BLOCK = 32768
+
     def __init__(
         self,
         resolution: int = 128,
@@ -231,26 +235,55 @@ class FastRadianceField(RadianceField):
         return torch.exp((raw + self.shift).clamp(max=MAX_LOG_DENSITY))
 
     def _colors(
-        self, feats: torch.Tensor, directions: torch.Tensor, ray_index: torch.Tensor
+        self,
+        corners: Any,
+        select: torch.Tensor,
+        directions: torch.Tensor,
+        ray_index: torch.Tensor,
+        blocked: bool,
     ) -> torch.Tensor:
-        """Colours ``(M, 3)`` of points with features ``(M, F)`` on rays ``ray_index``."""
+        """Colours ``(M, 3)`` of the occupied points ``select`` ``(M,)`` on rays ``ray_index``
+        ``(M,)`` of ``directions``; ``corners(sel)`` gives their trilinear rows and weights
+        (:func:`trilinear_corners`); ``blocked``: :data:`RENDER_BLOCK` points at a time."""
         if self.color_mlp is None:
-            return torch.sigmoid(feats[:, :3])
-        if feats.shape[0] == 0:  # (the harmonic embedding cannot take empty inputs)
-            return feats.new_zeros(0, 3) + 0.0 * self.color_mlp[2].bias
-        dirs = F.normalize(directions, dim=-1)
-        if self.dir_embedding is not None:
-            dirs = self.dir_embedding(dirs)
-        first = self.color_mlp[0]
-        nf = self.n_features
-        last = self.color_mlp[2]
-        # The direction part of the first layer is computed once per ray; each point's
-        # feature part is accumulated onto its ray's row in place (addmm_), and the
-        # activations are in place too: the same numbers as the plain layers, with a third
-        # of the memory traffic (this decoder is most of a trained frame's CPU time).
-        per_ray = F.linear(dirs, first.weight[:, nf:], first.bias)
-        hidden = per_ray.index_select(0, ray_index).addmm_(feats, first.weight[:, :nf].t())
-        return torch.addmm(last.bias, hidden.relu_(), last.weight.t()).sigmoid_()
+            decode = None
+        elif select.shape[0] == 0:  # (the harmonic embedding cannot take empty inputs)
+            return directions.new_zeros(0, 3) + 0.0 * self.color_mlp[2].bias
+        else:
+            dirs = F.normalize(directions, dim=-1)
+            if self.dir_embedding is not None:
+                dirs = self.dir_embedding(dirs)
+            first, last = self.color_mlp[0], self.color_mlp[2]
+            nf = self.n_features
+            # The direction part of the first layer is computed once per ray; each point's
+            # feature part is accumulated onto its ray's row in place (addmm_), and the
+            # activations are in place too: the same numbers as the plain layers, with a
+            # third of the memory traffic.
+            per_ray = F.linear(dirs, first.weight[:, nf:], first.bias)
+            w_feat, w_last = first.weight[:, :nf].t(), last.weight.t()
+
+            def decode(f: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+                hidden = per_ray.index_select(0, rays).addmm_(f, w_feat).relu_()
+                return torch.addmm(last.bias, hidden, w_last).sigmoid_()
+
+        def colors(part: slice) -> torch.Tensor:
+            feats = trilinear_interpolate(self.features, *corners(select[part]))
+            return torch.sigmoid(feats[:, :3]) if decode is None else decode(feats, ray_index[part])
+
+        parts = self._blocks(select.shape[0], blocked)
+        if len(parts) == 1:
+            return colors(parts[0])
+        out = directions.new_empty(select.shape[0], 3)
+        for part in parts:
+            out[part] = colors(part)
+        return out
+
+    def _blocks(self, n: int, blocked: bool) -> list[slice]:
+        """Slices of at most :data:`RENDER_BLOCK` of ``n`` points (one slice if not
+        ``blocked``)."""
+        if not blocked or n <= self.RENDER_BLOCK:
+            return [slice(None)]
+        return [slice(s, s + self.RENDER_BLOCK) for s in range(0, n, self.RENDER_BLOCK)]
 
     def forward(self, ray_bundle: RayBundle, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Densities ``(..., n_pts_per_ray, 1)`` and colours ``(..., n_pts_per_ray, 3)``."""
@@ -272,14 +305,30 @@ class FastRadianceField(RadianceField):
         occupied = point_occupancy(voxels, self.occupancy(), r)
         occ_local = occupied.nonzero().squeeze(1)
         idx = cand[occ_local]
-        rows, weights = trilinear_corners(voxels[occ_local], r)
+        if occ_local.shape[0] < voxels.shape[0]:
+            voxels = voxels[occ_local]
         spacing = _point_spacing(flat_lengths, directions, idx, 2.0 * self.bbox / (r - 1))
+        # Renders (no autograd) work on blocks of points, computing each block's trilinear
+        # corners where they are used, so that the blocks stay in the CPU's cache; with
+        # autograd the corners of all occupied points are computed once.
+        blocked = not torch.is_grad_enabled() and idx.shape[0] > self.RENDER_BLOCK
+        if blocked:
+
+            def corners(sel: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                return trilinear_corners(voxels[sel], r)
+
+        else:
+            rows, weights = trilinear_corners(voxels, r)
+
+            def corners(sel: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                return rows[sel], weights[sel]
 
         # Pass 1: exact densities of the occupied points, without a graph.
         with torch.no_grad():
-            alpha_occ = 1.0 - torch.exp(
-                -self._sigma(trilinear_interpolate(self.density, rows, weights))[:, 0] * spacing
-            )
+            alpha_occ = spacing.new_empty(idx.shape[0])
+            for part in self._blocks(idx.shape[0], blocked):
+                raw = trilinear_interpolate(self.density, *corners(part))[:, 0]
+                alpha_occ[part] = 1.0 - torch.exp(-self._sigma(raw) * spacing[part])
             alphas = flat_lengths.new_zeros(n_points).index_copy_(0, idx, alpha_occ)
             trans = transmittance(alphas.view(-1, n_pts)).reshape(-1)[idx]
             live = trans > self.termination_threshold
@@ -295,9 +344,7 @@ class FastRadianceField(RadianceField):
         needs_grad = torch.is_grad_enabled() and self.density.requires_grad
         if needs_grad:
             live_local = live.nonzero().squeeze(1)
-            raw_live = trilinear_interpolate(self.density, rows[live_local], weights[live_local])[
-                :, 0
-            ]
+            raw_live = trilinear_interpolate(self.density, *corners(live_local))[:, 0]
             alpha_live = 1.0 - torch.exp(-self._sigma(raw_live) * spacing[live_local])
             densities = alphas.index_copy(0, idx[live_local], alpha_live)
         else:
@@ -305,8 +352,8 @@ class FastRadianceField(RadianceField):
 
         col_local = colored.nonzero().squeeze(1)
         col_idx = idx[col_local]
-        feats = trilinear_interpolate(self.features, rows[col_local], weights[col_local])
-        rgb = self._colors(feats, directions, torch.div(col_idx, n_pts, rounding_mode="floor"))
+        rgb = self._colors(corners, col_local, directions,
+                           torch.div(col_idx, n_pts, rounding_mode="floor"), blocked)  # fmt: skip
         colors = flat_lengths.new_zeros(n_points, 3).index_copy(0, col_idx, rgb.to(lengths.dtype))
         return densities.view(*lead, n_pts, 1), colors.view(*lead, n_pts, 3)
 
