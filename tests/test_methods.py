@@ -285,9 +285,9 @@ def test_single_pass_control_matches_the_hierarchical_preset_but_for_sampling():
     assert single.raysampler.n_rays_per_image == hier.raysampler.n_rays_per_image
     assert single.raysampler.get("resampler") is None
     # the same points per ray with a gradient: the hierarchical loss is on the fine pass
-    # only (coarse + fine points; the coarse pass only places the fine samples)
-    coarse = hier.raysampler.n_pts_per_ray
+    # only, whose points are the ones drawn from the coarse weights (the coarse pass only
+    # places them)
     fine = hier.raysampler.resampler.n_pts_per_ray
-    assert hier.raysampler.resampler.add_input_samples is True
+    assert hier.raysampler.resampler.add_input_samples is False
     assert hier.loss.terms.color.passes == "last"
-    assert single.raysampler.n_pts_per_ray == coarse + fine
+    assert single.raysampler.n_pts_per_ray == fine
