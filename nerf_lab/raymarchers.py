@@ -334,8 +334,8 @@ class EmissionAbsorptionRaymarcher(Raymarcher):
 
     def march_empty(self, ray_bundle: Any, n_channels: int) -> RenderOutput:
         """:meth:`march` of zero densities and features, built directly: no weights,
-        opacity 0, the background colour (0 without one), the depth of the first sample
-        (:func:`expected_depth` of zero weights)."""
+        opacity 0, the background colour (0 without one), :func:`expected_depth` of zero
+        weights (the first sample's depth for sorted, non-negative depths)."""
         lengths = ray_bundle.lengths
         n_rays = lengths.shape[0]
         rgb = lengths.new_zeros(n_rays, n_channels)
@@ -346,11 +346,12 @@ class EmissionAbsorptionRaymarcher(Raymarcher):
                     f"background_color has {k} values but the features have only "
                     f"{n_channels} channels."
                 )
-            rgb[:, :k] = torch.tensor(self.background_color, dtype=rgb.dtype)
+            rgb[:, :k] = torch.tensor(self.background_color, dtype=rgb.dtype, device=rgb.device)
+        weights = torch.zeros_like(lengths)
         return RenderOutput(
             rgb=rgb,
             opacity=lengths.new_zeros(n_rays, 1),
-            depth=lengths[:, :1].clone(),
-            weights=torch.zeros_like(lengths),
+            depth=expected_depth(weights, lengths),
+            weights=weights,
             lengths=lengths,
         )

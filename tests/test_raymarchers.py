@@ -101,6 +101,7 @@ def test_march_empty_equals_march_of_zero_densities(background):
     torch.manual_seed(0)
     n, p, c = 7, 5, 4
     lengths = torch.rand(n, p).sort(dim=-1).values + 0.5
+    lengths[:3] -= 1.2  # (the clipped expected depth of zero weights, not the first depth)
     bundle = RayBundle(torch.randn(n, 3), torch.randn(n, 3), lengths, torch.zeros(n, 2))
     rm = EmissionAbsorptionRaymarcher(background_color=background)
     expected = rm.march(torch.zeros(n, p, 1), torch.zeros(n, p, c), bundle)
