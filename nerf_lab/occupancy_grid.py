@@ -546,10 +546,12 @@ class OccupancyResampler(Resampler):
         t0: torch.Tensor,
         t1: torch.Tensor,
         rays: torch.Tensor,
+        coarse: torch.Tensor,
+        coarse_aabb: tuple[float, ...],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The rays (of ``rays``) that cross an occupied coarse cell within ``[t0, t1]``,
-        and their depths ``(n,)`` of the first entry into and the last exit from one."""
-        _, coarse, coarse_aabb = self.grid.culling_grids(self.coarse_factor)
+        """The rays (of ``rays``) that cross an occupied cell of the coarse grid ``coarse``
+        over ``coarse_aabb`` (:meth:`OccupancyGrid.culling_grids`) within ``[t0, t1]``, and
+        their depths ``(n,)`` of the first entry into and the last exit from one."""
         o, d, a, b = origins[rays], directions[rays], t0[rays], t1[rays]
         edges = grid_edges_between(o, d, near[rays], far[rays], a, b, coarse_aabb,
                                    coarse.shape)  # fmt: skip
@@ -590,7 +592,7 @@ class OccupancyResampler(Resampler):
             hit = torch.zeros_like(near, dtype=torch.bool)
             # Only rays whose [near, far] meets the box around the occupied cells can hit
             # one ...
-            bounds = self.grid.culling_grids(self.coarse_factor)[0]
+            bounds, coarse, coarse_aabb = self.grid.culling_grids(self.coarse_factor)
             if bounds is None:
                 t0 = t1 = near
             else:
@@ -600,7 +602,8 @@ class OccupancyResampler(Resampler):
             # ... and only those that cross an occupied coarse cell, between the first
             # and the last of them.
             if rays.numel() > 0 and self.coarse_factor > 1:
-                rays, t0, t1 = self._coarse_cull(origins, directions, near, far, t0, t1, rays)
+                rays, t0, t1 = self._coarse_cull(origins, directions, near, far, t0, t1, rays,
+                                                 coarse, coarse_aabb)  # fmt: skip
             else:
                 t0, t1 = t0[rays], t1[rays]
             if rays.numel() > 0:

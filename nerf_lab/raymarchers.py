@@ -270,6 +270,20 @@ class EmissionAbsorptionRaymarcher(Raymarcher):
         )
         self.check_bounds = check_bounds
 
+    def _background(self, features: torch.Tensor) -> torch.Tensor | None:
+        """``background_color`` ``(K,)`` on the features' dtype and device (``None``
+        without one); ``ValueError`` if it has more values than ``features (..., C)`` has
+        channels."""
+        if self.background_color is None:
+            return None
+        k = len(self.background_color)
+        if k > features.shape[-1]:
+            raise ValueError(
+                f"background_color has {k} values but the features have only "
+                f"{features.shape[-1]} channels."
+            )
+        return torch.tensor(self.background_color, dtype=features.dtype, device=features.device)
+
     def _composite(
         self, rays_densities: torch.Tensor, rays_features: torch.Tensor, eps: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -280,14 +294,9 @@ class EmissionAbsorptionRaymarcher(Raymarcher):
         weights = emission_absorption_weights(densities, self.surface_thickness, eps)
         features = (weights[..., None] * rays_features).sum(dim=-2)
         opacities = 1.0 - torch.prod(1.0 - densities, dim=-1, keepdim=True)
-        if self.background_color is not None:
-            k = len(self.background_color)
-            if k > features.shape[-1]:
-                raise ValueError(
-                    f"background_color has {k} values but the features have only "
-                    f"{features.shape[-1]} channels."
-                )
-            bg = torch.tensor(self.background_color, dtype=features.dtype, device=features.device)
+        bg = self._background(features)
+        if bg is not None:
+            k = bg.shape[0]
             features = torch.cat(
                 (features[..., :k] + (1.0 - opacities) * bg, features[..., k:]), dim=-1
             )
@@ -339,14 +348,9 @@ class EmissionAbsorptionRaymarcher(Raymarcher):
         lengths = ray_bundle.lengths
         n_rays = lengths.shape[0]
         rgb = lengths.new_zeros(n_rays, n_channels)
-        if self.background_color is not None:
-            k = len(self.background_color)
-            if k > n_channels:
-                raise ValueError(
-                    f"background_color has {k} values but the features have only "
-                    f"{n_channels} channels."
-                )
-            rgb[:, :k] = torch.tensor(self.background_color, dtype=rgb.dtype, device=rgb.device)
+        bg = self._background(rgb)
+        if bg is not None:
+            rgb[:, : bg.shape[0]] = bg
         weights = torch.zeros_like(lengths)
         return RenderOutput(
             rgb=rgb,
