@@ -93,6 +93,24 @@ def test_occupied_segments_equal_a_plain_loop():
             assert bool(got[r, j]) == (inside and bool(binaries[ijk[0], ijk[1], ijk[2]]))
 
 
+def test_occupied_segments_of_a_grid_too_large_for_float_indices():
+    """(4100 + 2) * 66 * 66 cells with the border exceed float32's exact integers (2**24):
+    the flat index is then accumulated in int64; the same as the per-axis formula."""
+    res = (4100, 64, 64)
+    binaries = torch.rand(res) < 0.5
+    o, d = random_rays(6)
+    edges = ray_grid_edges(o, d, torch.full((6,), 0.5), torch.full((6,), 6.0), AABB, res)
+    got = occupied_segments(o, d, edges, binaries, AABB)
+    mids = 0.5 * (edges[:, 1:] + edges[:, :-1]).double()
+    ijk = cell_of(o.double()[:, None] + mids[..., None] * d.double()[:, None], res)
+    inside = ((ijk >= 0) & (ijk < torch.tensor(res))).all(-1)
+    ijk = ijk.clamp(min=0).minimum(torch.tensor(res) - 1)
+    expected = inside & binaries[ijk[..., 0], ijk[..., 1], ijk[..., 2]]
+    long_enough = (edges[:, 1:] - edges[:, :-1]) > 1e-5
+    assert int(long_enough.sum()) > 1000
+    assert torch.equal(got[long_enough], expected[long_enough])
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_one_occupied_cell_holds_every_sample_of_the_rays_through_it(training):
     grid = OccupancyGrid(resolution=4, aabb=AABB)

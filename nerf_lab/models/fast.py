@@ -43,13 +43,13 @@ import torch.nn.functional as F
 from nerf_lab.encodings import HarmonicEmbedding
 from nerf_lab.models.base import RadianceField
 from nerf_lab.models.grid import (
-    ray_box_interval,
     sampled_total_variation,
     total_variation,
     trilinear_corners,
     trilinear_interpolate,
     world_to_voxel,
 )
+from nerf_lab.models.nerf import sample_spacing
 from nerf_lab.models.occupancy import occupancy_from_density, point_occupancy
 from nerf_lab.raymarchers import transmittance
 from nerf_lab.raysamplers import RayBundle
@@ -62,27 +62,9 @@ __all__ = ["FastRadianceField"]
 MAX_LOG_DENSITY = 20.0
 
 
-def _point_spacing(
-    lengths: torch.Tensor, directions: torch.Tensor, flat_index: torch.Tensor, default: float
-) -> torch.Tensor:
-    """:func:`nerf_lab.models.nerf.sample_spacing` at some points only.
-
-    Args:
-        lengths: ``(n_rays, n_pts_per_ray)``; directions: ``(n_rays, 3)``.
-        flat_index: ``(M,)`` indices into ``lengths.reshape(-1)``.
-        default: the spacing used when rays have a single point.
-
-    Returns:
-        ``(M,)`` world-space spacings.
-    """
-    n_pts = lengths.shape[-1]
-    if n_pts < 2:
-        return lengths.new_full(flat_index.shape, default)
-    flat = lengths.reshape(-1)
-    last = (flat_index % n_pts) == n_pts - 1
-    lo = torch.where(last, flat_index - 1, flat_index)
-    ray = torch.div(flat_index, n_pts, rounding_mode="floor")
-    return (flat[lo + 1] - flat[lo]) * directions.norm(dim=-1)[ray]
+def _take(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``index`` of ``x`` (all of them for ``None``)."""
+    return x if index is None else x.index_select(0, index)
 
 
 # ---------------------------------------------------------------------------------------
@@ -123,8 +105,9 @@ class FastRadianceField(RadianceField):
     guarantees, because early termination looks along each ray.
     """
 
-    #: Points per block without autograd (renders): a block's trilinear corners, features
-    #: and colour MLP layers stay in the CPU's cache (the same numbers as one block).
+    #: Points per block of whole rays evaluated at a time without autograd (renders): a
+    #: block's points, trilinear corners, features and colour MLP stay in the CPU's
+    #: cache, and each block is evaluated exactly as a call on its rays alone.
     RENDER_BLOCK = 32768
 
     def __init__(
@@ -236,104 +219,92 @@ class FastRadianceField(RadianceField):
 
     def _colors(
         self,
-        corners: Any,
-        select: torch.Tensor,
+        rows: torch.Tensor,
+        weights: torch.Tensor,
         directions: torch.Tensor,
         ray_index: torch.Tensor,
-        blocked: bool,
     ) -> torch.Tensor:
-        """Colours ``(M, 3)`` of the occupied points ``select`` ``(M,)`` on rays ``ray_index``
-        ``(M,)`` of ``directions``; ``corners(sel)`` gives their trilinear rows and weights
-        (:func:`trilinear_corners`); ``blocked``: :data:`RENDER_BLOCK` points at a time."""
+        """Colours ``(M, 3)`` of points with trilinear ``rows`` and ``weights`` ``(M, 8)``
+        (:func:`trilinear_corners`) on rays ``ray_index`` ``(M,)`` of ``directions``."""
+        feats = trilinear_interpolate(self.features, rows, weights)
         if self.color_mlp is None:
-            decode = None
-        elif select.shape[0] == 0:  # (the harmonic embedding cannot take empty inputs)
+            return torch.sigmoid(feats[:, :3])
+        if rows.shape[0] == 0:  # (the harmonic embedding cannot take empty inputs)
             return directions.new_zeros(0, 3) + 0.0 * self.color_mlp[2].bias
-        else:
-            dirs = F.normalize(directions, dim=-1)
-            if self.dir_embedding is not None:
-                dirs = self.dir_embedding(dirs)
-            first, last = self.color_mlp[0], self.color_mlp[2]
-            nf = self.n_features
-            # The direction part of the first layer is computed once per ray; each point's
-            # feature part is accumulated onto its ray's row in place (addmm_), and the
-            # activations are in place too: the same numbers as the plain layers, with a
-            # third of the memory traffic.
-            per_ray = F.linear(dirs, first.weight[:, nf:], first.bias)
-            w_feat, w_last = first.weight[:, :nf].t(), last.weight.t()
-
-            def decode(f: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
-                hidden = per_ray.index_select(0, rays).addmm_(f, w_feat).relu_()
-                return torch.addmm(last.bias, hidden, w_last).sigmoid_()
-
-        def colors(part: slice) -> torch.Tensor:
-            feats = trilinear_interpolate(self.features, *corners(select[part]))
-            return torch.sigmoid(feats[:, :3]) if decode is None else decode(feats, ray_index[part])
-
-        parts = self._blocks(select.shape[0], blocked)
-        if len(parts) == 1:
-            return colors(parts[0])
-        out = directions.new_empty(select.shape[0], 3)
-        for part in parts:
-            out[part] = colors(part)
-        return out
-
-    def _blocks(self, n: int, blocked: bool) -> list[slice]:
-        """Slices of at most :data:`RENDER_BLOCK` of ``n`` points (one slice if not
-        ``blocked``)."""
-        if not blocked or n <= self.RENDER_BLOCK:
-            return [slice(None)]
-        return [slice(s, s + self.RENDER_BLOCK) for s in range(0, n, self.RENDER_BLOCK)]
+        dirs = F.normalize(directions, dim=-1)
+        if self.dir_embedding is not None:
+            dirs = self.dir_embedding(dirs)
+        first, last = self.color_mlp[0], self.color_mlp[2]
+        nf = self.n_features
+        # The direction part of the first layer is computed once per ray; each point's
+        # feature part is accumulated onto its ray's row in place (addmm_), and the
+        # activations are in place too: the same numbers as the plain layers, with a
+        # third of the memory traffic.
+        per_ray = F.linear(dirs, first.weight[:, nf:], first.bias)
+        hidden = per_ray.index_select(0, ray_index).addmm_(feats, first.weight[:, :nf].t())
+        return torch.addmm(last.bias, hidden.relu_(), last.weight.t()).sigmoid_()
 
     def forward(self, ray_bundle: RayBundle, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Densities ``(..., n_pts_per_ray, 1)`` and colours ``(..., n_pts_per_ray, 3)``."""
         lengths = ray_bundle.lengths
         lead, n_pts = lengths.shape[:-1], lengths.shape[-1]
-        r = self.resolution
         origins = ray_bundle.origins.reshape(-1, 3)
         directions = ray_bundle.directions.reshape(-1, 3)
         flat_lengths = lengths.reshape(-1, n_pts)
-        n_points = flat_lengths.numel()
-        # Only points whose depth lies in (a slightly widened) ray-box interval are looked
-        # at; the exact inside test is point_occupancy's.
-        near, far = ray_box_interval(origins, directions, self.bbox)
-        in_box = (flat_lengths >= near[:, None]) & (flat_lengths <= far[:, None])
-        cand = in_box.reshape(-1).nonzero().squeeze(1)
-        cand_ray = torch.div(cand, n_pts, rounding_mode="floor")
-        points = origins[cand_ray] + flat_lengths.reshape(-1)[cand, None] * directions[cand_ray]
-        voxels = world_to_voxel(points, self.bbox, r)
+        n_rays = flat_lengths.shape[0]
+        step = max(1, self.RENDER_BLOCK // max(n_pts, 1))
+        if torch.is_grad_enabled() or n_rays <= step:
+            densities, colors, counts = self._evaluate(origins, directions, flat_lengths)
+        else:  # renders: blocks of whole rays (every ray's values depend on it alone)
+            densities = flat_lengths.new_empty(n_rays, n_pts)
+            colors = flat_lengths.new_empty(n_rays, n_pts, 3)
+            counts = dict.fromkeys(("points", "occupied", "live", "colored"), 0)
+            for s in range(0, n_rays, step):
+                rays = slice(s, s + step)
+                d, c, n = self._evaluate(origins[rays], directions[rays], flat_lengths[rays])
+                densities[rays], colors[rays] = d, c
+                counts = {k: counts[k] + n[k] for k in counts}
+        self.last_counts = counts
+        return densities.view(*lead, n_pts, 1), colors.view(*lead, n_pts, 3)
+
+    def _evaluate(
+        self, origins: torch.Tensor, directions: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+        """Densities ``(n_rays, n_pts_per_ray)``, colours ``(n_rays, n_pts_per_ray, 3)``
+        and the point counts of rays ``origins``, ``directions`` ``(n_rays, 3)`` with
+        depths ``lengths`` ``(n_rays, n_pts_per_ray)``."""
+        n_pts = lengths.shape[-1]
+        r = self.resolution
+        n_points = lengths.numel()
+        # Every point's voxel coordinates, one contiguous axis at a time; then only the
+        # points in occupied cells (inside the box) are looked at. When all are (the
+        # occupancy sampler's bundles), nothing is gathered.
+        voxels = torch.stack(
+            [world_to_voxel(origins[:, a, None] + lengths * directions[:, a, None], self.bbox, r)
+             for a in range(3)],
+            dim=-1,
+        ).reshape(-1, 3)  # fmt: skip
         occupied = point_occupancy(voxels, self.occupancy(), r)
-        occ_local = occupied.nonzero().squeeze(1)
-        idx = cand[occ_local]
-        if occ_local.shape[0] < voxels.shape[0]:
-            voxels = voxels[occ_local]
-        spacing = _point_spacing(flat_lengths, directions, idx, 2.0 * self.bbox / (r - 1))
-        # Renders (no autograd) work on blocks of points, computing each block's trilinear
-        # corners where they are used, so that the blocks stay in the CPU's cache; with
-        # autograd the corners of all occupied points are computed once.
-        blocked = not torch.is_grad_enabled() and idx.shape[0] > self.RENDER_BLOCK
-        if blocked:
-
-            def corners(sel: Any) -> tuple[torch.Tensor, torch.Tensor]:
-                return trilinear_corners(voxels[sel], r)
-
+        idx = occupied.nonzero().squeeze(1)
+        sel = None if idx.shape[0] == n_points else idx
+        voxels = _take(voxels, sel)
+        if n_pts < 2:
+            spacing = lengths.new_full((idx.shape[0],), 2.0 * self.bbox / (r - 1))
         else:
-            rows, weights = trilinear_corners(voxels, r)
-
-            def corners(sel: Any) -> tuple[torch.Tensor, torch.Tensor]:
-                return rows[sel], weights[sel]
+            spacing = _take(sample_spacing(lengths, directions).reshape(-1), sel)
+        rows, weights = trilinear_corners(voxels, r)
 
         # Pass 1: exact densities of the occupied points, without a graph.
         with torch.no_grad():
-            alpha_occ = spacing.new_empty(idx.shape[0])
-            for part in self._blocks(idx.shape[0], blocked):
-                raw = trilinear_interpolate(self.density, *corners(part))[:, 0]
-                alpha_occ[part] = 1.0 - torch.exp(-self._sigma(raw) * spacing[part])
-            alphas = flat_lengths.new_zeros(n_points).index_copy_(0, idx, alpha_occ)
-            trans = transmittance(alphas.view(-1, n_pts)).reshape(-1)[idx]
+            raw = trilinear_interpolate(self.density, rows, weights)[:, 0]
+            alpha_occ = 1.0 - torch.exp(-self._sigma(raw) * spacing)
+            alphas = alpha_occ
+            if sel is not None:
+                alphas = lengths.new_zeros(n_points).index_copy_(0, idx, alpha_occ)
+            trans = _take(transmittance(alphas.view(-1, n_pts)).reshape(-1), sel)
             live = trans > self.termination_threshold
             colored = live & (alpha_occ * trans > self.color_threshold)
-        self.last_counts = {
+        counts = {
             "points": n_points,
             "occupied": int(idx.numel()),
             "live": int(live.sum()),
@@ -341,21 +312,28 @@ class FastRadianceField(RadianceField):
         }
 
         # Pass 2: the graph, only for points whose light can reach the camera.
-        needs_grad = torch.is_grad_enabled() and self.density.requires_grad
-        if needs_grad:
+        if torch.is_grad_enabled() and self.density.requires_grad:
             live_local = live.nonzero().squeeze(1)
-            raw_live = trilinear_interpolate(self.density, *corners(live_local))[:, 0]
-            alpha_live = 1.0 - torch.exp(-self._sigma(raw_live) * spacing[live_local])
-            densities = alphas.index_copy(0, idx[live_local], alpha_live)
+            raw_live = trilinear_interpolate(
+                self.density, _take(rows, live_local), _take(weights, live_local)
+            )[:, 0]
+            alpha_live = 1.0 - torch.exp(-self._sigma(raw_live) * _take(spacing, live_local))
+            densities = alphas.index_copy(0, _take(idx, live_local), alpha_live)
         else:
             densities = alphas
 
-        col_local = colored.nonzero().squeeze(1)
-        col_idx = idx[col_local]
-        rgb = self._colors(corners, col_local, directions,
-                           torch.div(col_idx, n_pts, rounding_mode="floor"), blocked)  # fmt: skip
-        colors = flat_lengths.new_zeros(n_points, 3).index_copy(0, col_idx, rgb.to(lengths.dtype))
-        return densities.view(*lead, n_pts, 1), colors.view(*lead, n_pts, 3)
+        col_local: torch.Tensor | None = colored.nonzero().squeeze(1)
+        if col_local.shape[0] == idx.shape[0]:  # every occupied point (no gathers)
+            col_local = None
+        col_idx = _take(idx, col_local)
+        ray_index = torch.div(col_idx, n_pts, rounding_mode="floor")
+        rgb = self._colors(_take(rows, col_local), _take(weights, col_local), directions,
+                           ray_index).to(lengths.dtype)  # fmt: skip
+        if sel is None and col_local is None:
+            colors = rgb
+        else:
+            colors = lengths.new_zeros(n_points, 3).index_copy(0, col_idx, rgb)
+        return densities.view(-1, n_pts), colors.view(-1, n_pts, 3), counts
 
     # -- training hooks ------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:

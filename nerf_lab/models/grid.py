@@ -74,7 +74,6 @@ def trilinear_corners(voxels: torch.Tensor, resolution: int) -> tuple[torch.Tens
     r = resolution
     v = voxels.clamp(0.0, r - 1.0)
     v0 = v.floor().clamp_(max=r - 2.0)
-    frac = v - v0
     i0 = v0.long()
     base = (i0[:, 2] * r + i0[:, 1]) * r + i0[:, 0]
     offsets = torch.tensor(
@@ -82,11 +81,12 @@ def trilinear_corners(voxels: torch.Tensor, resolution: int) -> tuple[torch.Tens
         device=voxels.device,
     )
     rows = base[:, None] + offsets
-    fx, fy, fz = frac.unbind(-1)
-    wx = torch.stack((1.0 - fx, fx), dim=-1)
-    wy = torch.stack((1.0 - fy, fy), dim=-1)
-    wz = torch.stack((1.0 - fz, fz), dim=-1)
-    weights = (wz[:, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]).reshape(-1, 8)
+    # The 8 products w_z * w_y * w_x as contiguous (M,) columns: broadcasting over the
+    # (M, 2, 2, 2) view runs with inner dimensions of 2, several times slower on a CPU.
+    fx, fy, fz = (v - v0).t().contiguous()
+    gx, gy, gz = 1.0 - fx, 1.0 - fy, 1.0 - fz
+    zy = (gz * gy, gz * fy, fz * gy, fz * fy)
+    weights = torch.stack([p * x for p in zy for x in (gx, fx)], dim=-1)
     return rows, weights
 
 
