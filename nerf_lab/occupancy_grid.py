@@ -263,11 +263,17 @@ def grid_edges_between(
         k = (k_lo[:, None] + torch.arange(width, device=origins.device)).clamp_(max=r)
         parallel = d == 0
         safe_d = torch.where(parallel, torch.ones_like(d), d)
-        t = planes[k].sub_(o[:, None]).div_(safe_d[:, None])
+        t = _lookup(planes, k).sub_(o[:, None]).div_(safe_d[:, None])
         if bool(parallel.any()):
             t = torch.where(parallel[:, None], t1[:, None], t)
         crossings.append(t.clamp_(min=t0[:, None], max=t1[:, None]))
     return torch.sort(torch.cat(crossings, dim=-1), dim=-1).values
+
+
+def _lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a 1-D ``table`` and an index of any shape (``index_select``:
+    about twice as fast as advanced indexing on a CPU)."""
+    return table.index_select(0, index.reshape(-1)).view(index.shape)
 
 
 def occupied_bounds(binaries: torch.Tensor, aabb: Sequence[float]) -> tuple[float, ...] | None:
@@ -348,7 +354,7 @@ def occupied_segments(
             c = c.long()
         flat = c if flat is None else flat.mul_(res[a] + 2).add_(c)
     assert flat is not None
-    return padded.reshape(-1)[flat.long()]
+    return _lookup(padded.reshape(-1), flat.long())
 
 
 def _resolution3(value: Any) -> tuple[int, int, int]:
@@ -559,16 +565,17 @@ class OccupancyResampler(Resampler):
         """The rays (of ``rays``) that cross an occupied cell of the coarse grid ``coarse``
         over ``coarse_aabb`` (:meth:`OccupancyGrid.culling_grids`) within ``[t0, t1]``, and
         their depths ``(n,)`` of the first entry into and the last exit from one."""
-        o, d, a, b = origins[rays], directions[rays], t0[rays], t1[rays]
-        edges = grid_edges_between(o, d, near[rays], far[rays], a, b, coarse_aabb,
-                                   coarse.shape)  # fmt: skip
+        o, d, a, b, n, f = (
+            x.index_select(0, rays) for x in (origins, directions, t0, t1, near, far)
+        )
+        edges = grid_edges_between(o, d, n, f, a, b, coarse_aabb, coarse.shape)
         starts, ends = edges[:, :-1], edges[:, 1:]
         occupied = occupied_segments(o, d, edges, coarse, coarse_aabb) & (ends > starts)
         inf = torch.full_like(starts, torch.inf)
         first = torch.where(occupied, starts, inf).amin(dim=-1)
         last = torch.where(occupied, ends, -inf).amax(dim=-1)
         keep = occupied.any(dim=-1).nonzero()[:, 0]
-        return rays[keep], first[keep], last[keep]
+        return rays[keep], first.index_select(0, keep), last.index_select(0, keep)
 
     def param_groups(self) -> list[ParamGroup]:
         return []
@@ -612,20 +619,22 @@ class OccupancyResampler(Resampler):
                 rays, t0, t1 = self._coarse_cull(origins, directions, near, far, t0, t1, rays,
                                                  coarse, coarse_aabb)  # fmt: skip
             else:
-                t0, t1 = t0[rays], t1[rays]
+                t0, t1 = t0.index_select(0, rays), t1.index_select(0, rays)
             if rays.numel() > 0:
-                o, d = origins[rays], directions[rays]
-                edges = grid_edges_between(o, d, near[rays], far[rays], t0, t1,
-                                           self.grid.aabb, self.grid.resolution)  # fmt: skip
-                seg_len = edges[:, 1:] - edges[:, :-1]
+                o, d, n, f = (x.index_select(0, rays) for x in (origins, directions, near, far))
+                edges = grid_edges_between(o, d, n, f, t0, t1, self.grid.aabb,
+                                           self.grid.resolution)  # fmt: skip
                 occupied = occupied_segments(o, d, edges, self.grid.binaries, self.grid.aabb)
-                weights = torch.where(occupied, seg_len, torch.zeros_like(seg_len))
+                weights = (edges[:, 1:] - edges[:, :-1]).mul_(occupied)  # occupied lengths
                 ray_hit = (weights > 0).any(dim=-1)
                 hit[rays] = ray_hit
                 sel = ray_hit.nonzero()[:, 0]
-                inverted = invert_cdf(edges[sel], weights[sel], u[rays[sel]], eps=0.0,
+                if sel.shape[0] < rays.shape[0]:
+                    edges, weights = edges.index_select(0, sel), weights.index_select(0, sel)
+                    rays = rays.index_select(0, sel)
+                inverted = invert_cdf(edges, weights, u.index_select(0, rays), eps=0.0,
                                       exact_cumsum=False)  # fmt: skip
-                samples[rays[sel]] = inverted
+                samples.index_copy_(0, rays, inverted)
             # (sorted already: increasing quantiles through a non-decreasing inverse CDF)
             samples = samples.reshape(*lead, self.n_pts_per_ray)
             hit = hit.reshape(*lead, 1)

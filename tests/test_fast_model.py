@@ -27,6 +27,7 @@ from nerf_lab.models.grid import (
     total_variation,
     trilinear_corners,
     trilinear_interpolate,
+    voxel_cells,
     world_to_voxel,
 )
 from nerf_lab.models.nerf import sample_spacing
@@ -119,6 +120,18 @@ def test_interpolation_equals_grid_sample():
     )
     torch.testing.assert_close(ours, ref)
     assert torch.allclose(w.sum(-1), torch.ones(500, dtype=torch.float64))
+
+
+def test_voxel_cells_equal_a_plain_loop_on_and_off_the_grid():
+    r = 5
+    values = torch.tensor([-0.5, -1e-7, 0.0, 0.3, 1.0, 2.5, 3.0, 3.9999, 4.0, 4.0001, 7.0])
+    vx, vy, vz = torch.meshgrid(values, values[[0, 2, 5, 8]], values[[2, 9]], indexing="ij")
+    inside, cells = voxel_cells([vx.reshape(-1), vy.reshape(-1), vz.reshape(-1)], r)
+    for m, point in enumerate(zip(vx.reshape(-1), vy.reshape(-1), vz.reshape(-1), strict=True)):
+        coords = [float(c) for c in point]
+        assert bool(inside[m]) == all(0.0 <= c <= r - 1 for c in coords)
+        for axis, c in enumerate(coords):
+            assert float(cells[axis][m]) == min(max(math.floor(c), 0), r - 2)
 
 
 def test_interpolation_gradient():
@@ -220,6 +233,29 @@ def test_training_path_equals_eval_path(render_block, monkeypatch):
     assert model.last_counts == counts
     torch.testing.assert_close(d1, d0, atol=1e-7, rtol=0)
     torch.testing.assert_close(c1, c0, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_decoding_every_occupied_point_equals_decoding_the_coloured_ones(grad, monkeypatch):
+    """The two ways to the colours (decode all occupied points and zero the uncoloured
+    ones, or gather the coloured ones) give the same values and gradients."""
+    model = _blob_model(termination_threshold=1e-2, color_threshold=1e-3)
+    bundle = _bundle()
+    outs = []
+    for fraction in (0.0, 1.01):  # always decode all / always gather
+        monkeypatch.setattr(FastRadianceField, "DECODE_ALL_FRACTION", fraction)
+        model.zero_grad()
+        with torch.set_grad_enabled(grad):
+            d, c = model(bundle)
+        counts = model.last_counts
+        assert 0 < counts["colored"] < counts["occupied"]
+        if grad:
+            (c * torch.arange(3.0)).sum().backward()
+            outs.append((d.detach(), c.detach(), model.features.grad.clone()))
+        else:
+            outs.append((d, c))
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
 
 
 def test_chunked_render_equals_unchunked():

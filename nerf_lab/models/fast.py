@@ -43,14 +43,15 @@ import torch.nn.functional as F
 from nerf_lab.encodings import HarmonicEmbedding
 from nerf_lab.models.base import RadianceField
 from nerf_lab.models.grid import (
+    cell_corners,
     sampled_total_variation,
     total_variation,
-    trilinear_corners,
     trilinear_interpolate,
+    voxel_cells,
     world_to_voxel,
 )
 from nerf_lab.models.nerf import sample_spacing
-from nerf_lab.models.occupancy import occupancy_from_density, point_occupancy
+from nerf_lab.models.occupancy import occupancy_from_density
 from nerf_lab.raymarchers import transmittance
 from nerf_lab.raysamplers import RayBundle
 from nerf_lab.validate import check_int, check_number
@@ -109,6 +110,9 @@ class FastRadianceField(RadianceField):
     #: block's points, trilinear corners, features and colour MLP stay in the CPU's
     #: cache, and each block is evaluated exactly as a call on its rays alone.
     RENDER_BLOCK = 32768
+    #: Above this fraction of coloured points among the occupied ones, every occupied
+    #: point is decoded and the others are zeroed (cheaper than gathering the others).
+    DECODE_ALL_FRACTION = 0.9
 
     def __init__(
         self,
@@ -225,7 +229,8 @@ class FastRadianceField(RadianceField):
         ray_index: torch.Tensor,
     ) -> torch.Tensor:
         """Colours ``(M, 3)`` of points with trilinear ``rows`` and ``weights`` ``(M, 8)``
-        (:func:`trilinear_corners`) on rays ``ray_index`` ``(M,)`` of ``directions``."""
+        (:func:`~nerf_lab.models.grid.cell_corners`) on rays ``ray_index`` ``(M,)`` of
+        ``directions``."""
         feats = trilinear_interpolate(self.features, rows, weights)
         if self.color_mlp is None:
             return torch.sigmoid(feats[:, :3])
@@ -253,46 +258,58 @@ class FastRadianceField(RadianceField):
         flat_lengths = lengths.reshape(-1, n_pts)
         n_rays = flat_lengths.shape[0]
         step = max(1, self.RENDER_BLOCK // max(n_pts, 1))
+        occupancy = self.occupancy()
         if torch.is_grad_enabled() or n_rays <= step:
-            densities, colors, counts = self._evaluate(origins, directions, flat_lengths)
+            densities, colors, counts = self._evaluate(origins, directions, flat_lengths, occupancy)
         else:  # renders: blocks of whole rays (every ray's values depend on it alone)
             densities = flat_lengths.new_empty(n_rays, n_pts)
             colors = flat_lengths.new_empty(n_rays, n_pts, 3)
             counts = dict.fromkeys(("points", "occupied", "live", "colored"), 0)
             for s in range(0, n_rays, step):
                 rays = slice(s, s + step)
-                d, c, n = self._evaluate(origins[rays], directions[rays], flat_lengths[rays])
+                d, c, n = self._evaluate(
+                    origins[rays], directions[rays], flat_lengths[rays], occupancy
+                )
                 densities[rays], colors[rays] = d, c
                 counts = {k: counts[k] + n[k] for k in counts}
         self.last_counts = counts
         return densities.view(*lead, n_pts, 1), colors.view(*lead, n_pts, 3)
 
     def _evaluate(
-        self, origins: torch.Tensor, directions: torch.Tensor, lengths: torch.Tensor
+        self,
+        origins: torch.Tensor,
+        directions: torch.Tensor,
+        lengths: torch.Tensor,
+        occupancy: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
         """Densities ``(n_rays, n_pts_per_ray)``, colours ``(n_rays, n_pts_per_ray, 3)``
         and the point counts of rays ``origins``, ``directions`` ``(n_rays, 3)`` with
-        depths ``lengths`` ``(n_rays, n_pts_per_ray)``."""
+        depths ``lengths`` ``(n_rays, n_pts_per_ray)``, given the cell ``occupancy``
+        (:meth:`occupancy`)."""
         n_pts = lengths.shape[-1]
         r = self.resolution
         n_points = lengths.numel()
-        # Every point's voxel coordinates, one contiguous axis at a time; then only the
-        # points in occupied cells (inside the box) are looked at. When all are (the
-        # occupancy sampler's bundles), nothing is gathered.
-        voxels = torch.stack(
-            [world_to_voxel(origins[:, a, None] + lengths * directions[:, a, None], self.bbox, r)
-             for a in range(3)],
-            dim=-1,
-        ).reshape(-1, 3)  # fmt: skip
-        occupied = point_occupancy(voxels, self.occupancy(), r)
+        # Every point's voxel coordinates and cell, one contiguous (n_points,) tensor per
+        # axis; then only the points in occupied cells (inside the box) are looked at.
+        # When all are (the occupancy sampler's bundles), nothing is gathered.
+        voxels = [
+            world_to_voxel(
+                origins[:, a, None] + lengths * directions[:, a, None], self.bbox, r
+            ).reshape(-1)
+            for a in range(3)
+        ]
+        inside, cells = voxel_cells(voxels, r)
+        cx, cy, cz = (c.long() for c in cells)
+        occupied = inside & occupancy.index_select(0, (cz * (r - 1) + cy) * (r - 1) + cx)
         idx = occupied.nonzero().squeeze(1)
         sel = None if idx.shape[0] == n_points else idx
-        voxels = _take(voxels, sel)
+        cells = [_take(c, sel) for c in cells]
+        fracs = [_take(v, sel) - c for v, c in zip(voxels, cells, strict=True)]
         if n_pts < 2:
             spacing = lengths.new_full((idx.shape[0],), 2.0 * self.bbox / (r - 1))
         else:
             spacing = _take(sample_spacing(lengths, directions).reshape(-1), sel)
-        rows, weights = trilinear_corners(voxels, r)
+        rows, weights = cell_corners(cells, fracs, r)
 
         # Pass 1: exact densities of the occupied points, without a graph.
         with torch.no_grad():
@@ -322,13 +339,18 @@ class FastRadianceField(RadianceField):
         else:
             densities = alphas
 
-        col_local: torch.Tensor | None = colored.nonzero().squeeze(1)
-        if col_local.shape[0] == idx.shape[0]:  # every occupied point (no gathers)
-            col_local = None
+        # Colours of the coloured points; when they are most of the occupied points,
+        # decoding every occupied point and zeroing the others is cheaper than gathering
+        # their corners (the same values).
+        col_local: torch.Tensor | None = None
+        if counts["colored"] < self.DECODE_ALL_FRACTION * idx.shape[0]:
+            col_local = colored.nonzero().squeeze(1)
         col_idx = _take(idx, col_local)
         ray_index = torch.div(col_idx, n_pts, rounding_mode="floor")
         rgb = self._colors(_take(rows, col_local), _take(weights, col_local), directions,
                            ray_index).to(lengths.dtype)  # fmt: skip
+        if col_local is None and counts["colored"] < idx.shape[0]:
+            rgb = rgb.masked_fill(~colored[:, None], 0.0)
         if sel is None and col_local is None:
             colors = rgb
         else:

@@ -1,22 +1,24 @@
-"""Dense-grid primitives: voxel coordinates, ray-box intervals, trilinear interpolation
-(as weighted row sums of a channel-last table, fast on CPU) and total variation.
+"""Dense-grid primitives: voxel coordinates, cells, trilinear interpolation (as weighted row
+sums of a channel-last table, fast on CPU) and total variation.
 
 All pure functions of tensors; the fields in :mod:`nerf_lab.models` are built on them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "ray_box_interval",
+    "cell_corners",
     "sampled_total_variation",
     "total_variation",
     "trilinear_corners",
     "trilinear_interpolate",
+    "voxel_cells",
     "world_to_voxel",
 ]
 
@@ -33,28 +35,62 @@ def world_to_voxel(points: torch.Tensor, bbox: float, resolution: int) -> torch.
     return (points + bbox) * ((resolution - 1) / (2.0 * bbox))
 
 
-def ray_box_interval(
-    origins: torch.Tensor, directions: torch.Tensor, bbox: float, margin: float = 1e-4
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Depth interval ``[near, far]`` in which each ray is inside ``[-bbox, bbox]**3``.
-
-    The interval is widened by ``margin * (1 + |depth|)`` so that rounding never drops a
-    point inside the box; rays missing the box get ``near > far``.
+def voxel_cells(
+    voxels: Sequence[torch.Tensor], resolution: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Whether points lie in the grid, and the cell each point lies in.
 
     Args:
-        origins, directions: ``(n_rays, 3)``.
+        voxels: 3 tensors ``(M,)``, the voxel coordinates x, y, z (see
+            :func:`world_to_voxel`; one contiguous tensor per axis).
+        resolution: ``R``, vertices per side.
 
     Returns:
-        near, far: ``(n_rays,)`` in units of ``directions`` (z-depths for the raysamplers).
+        inside ``(M,)`` bool: every coordinate in ``[0, R - 1]``; and 3 tensors ``(M,)``
+        (float, integral): the cell's lower vertex per axis, ``floor`` clamped into
+        ``[0, R - 2]`` (a point on the last plane lies in the last cell).
     """
-    tiny = torch.finfo(directions.dtype).tiny
-    safe = torch.where(directions.abs() < tiny, torch.full_like(directions, tiny), directions)
-    inv = 1.0 / safe
-    t0 = (-bbox - origins) * inv
-    t1 = (bbox - origins) * inv
-    near = torch.minimum(t0, t1).amax(dim=-1)
-    far = torch.maximum(t0, t1).amin(dim=-1)
-    return near - margin * (1 + near.abs()), far + margin * (1 + far.abs())
+    n = resolution - 1
+    inside: torch.Tensor | None = None
+    cells = []
+    for v in voxels:
+        ok = (v >= 0.0) & (v <= float(n))
+        inside = ok if inside is None else inside.logical_and_(ok)
+        cells.append(v.floor().clamp_(0.0, n - 1.0))
+    assert inside is not None
+    return inside, cells
+
+
+def cell_corners(
+    cells: Sequence[torch.Tensor], fracs: Sequence[torch.Tensor], resolution: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table rows and trilinear weights of the 8 vertices of cells.
+
+    Args:
+        cells: 3 tensors ``(M,)`` (integral values in ``[0, R - 2]``): each point's cell,
+            as its lower vertex x, y, z.
+        fracs: 3 tensors ``(M,)`` in [0, 1]: the point's position in its cell per axis.
+        resolution: ``R``, vertices per side.
+
+    Returns:
+        rows ``(M, 8)`` (int64; vertex ``(ix, iy, iz)`` is row ``(iz * R + iy) * R + ix``)
+        and weights ``(M, 8)``, in the order ``(dz, dy, dx)`` over ``{0, 1}**3``.
+    """
+    r = resolution
+    cx, cy, cz = (c.long() for c in cells)
+    base = (cz * r + cy) * r + cx
+    offsets = torch.tensor(
+        [(dz * r + dy) * r + dx for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)],
+        device=base.device,
+    )
+    rows = base[:, None] + offsets
+    # The 8 products w_z * w_y * w_x as contiguous (M,) columns: broadcasting over the
+    # (M, 2, 2, 2) view runs with inner dimensions of 2, several times slower on a CPU.
+    fx, fy, fz = fracs
+    gx, gy, gz = 1.0 - fx, 1.0 - fy, 1.0 - fz
+    zy = (gz * gy, gz * fy, fz * gy, fz * fy)
+    weights = torch.stack([p * x for p in zy for x in (gx, fx)], dim=-1)
+    return rows, weights
 
 
 def trilinear_corners(voxels: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,22 +108,9 @@ def trilinear_corners(voxels: torch.Tensor, resolution: int) -> tuple[torch.Tens
         rows ``(M, 8)`` (int64) and weights ``(M, 8)`` (summing to 1 per point).
     """
     r = resolution
-    v = voxels.clamp(0.0, r - 1.0)
+    v = voxels.clamp(0.0, r - 1.0).t().contiguous()
     v0 = v.floor().clamp_(max=r - 2.0)
-    i0 = v0.long()
-    base = (i0[:, 2] * r + i0[:, 1]) * r + i0[:, 0]
-    offsets = torch.tensor(
-        [(dz * r + dy) * r + dx for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)],
-        device=voxels.device,
-    )
-    rows = base[:, None] + offsets
-    # The 8 products w_z * w_y * w_x as contiguous (M,) columns: broadcasting over the
-    # (M, 2, 2, 2) view runs with inner dimensions of 2, several times slower on a CPU.
-    fx, fy, fz = (v - v0).t().contiguous()
-    gx, gy, gz = 1.0 - fx, 1.0 - fy, 1.0 - fz
-    zy = (gz * gy, gz * fy, fz * gy, fz * fy)
-    weights = torch.stack([p * x for p in zy for x in (gx, fx)], dim=-1)
-    return rows, weights
+    return cell_corners(v0, v - v0, r)
 
 
 class _WeightedRowSum(torch.autograd.Function):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["occupancy_from_density", "point_occupancy"]
+__all__ = ["occupancy_from_density"]
 
 
 def occupancy_from_density(raw_density: torch.Tensor, raw_threshold: float) -> torch.Tensor:
@@ -27,20 +27,3 @@ def occupancy_from_density(raw_density: torch.Tensor, raw_threshold: float) -> t
     occ = occ[:, 1:] | occ[:, :-1]
     occ = occ[:, :, 1:] | occ[:, :, :-1]
     return occ.reshape(-1)
-
-
-def point_occupancy(voxels: torch.Tensor, occupancy: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Whether each point lies inside the grid and in an occupied cell.
-
-    Args:
-        voxels: ``(M, 3)`` voxel coordinates.
-        occupancy: ``((R - 1)**3,)`` bool from :func:`occupancy_from_density`.
-
-    Returns:
-        ``(M,)`` bool.
-    """
-    n = resolution - 1
-    inside = ((voxels >= 0.0) & (voxels <= float(n))).all(dim=-1)
-    cell = voxels.floor().long().clamp_(0, n - 1)
-    cell_index = (cell[:, 2] * n + cell[:, 1]) * n + cell[:, 0]
-    return inside & occupancy[cell_index]
