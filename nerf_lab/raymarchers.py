@@ -181,8 +181,11 @@ class RenderOutput:
 
     @staticmethod
     def cat(outputs: Sequence[RenderOutput]) -> RenderOutput:
-        """Concatenate flat outputs ``(n_rays_k, ...)`` of chunks of rays along the rays."""
+        """Concatenate flat outputs ``(n_rays_k, ...)`` of chunks of rays along the rays
+        (a single output is returned as it is)."""
         first = outputs[0]
+        if len(outputs) == 1:
+            return first
 
         def cat(get: Any) -> torch.Tensor:
             return torch.cat([get(o) for o in outputs], dim=0)

@@ -20,7 +20,7 @@ the wall time, and less sensitive to other processes on the machine), the field'
 resampler's share of the wall time, and the points at which the field was evaluated; then
 the largest pixel difference between the two frames and the held-out PSNR of both on the
 first ``--psnr-views`` test views (default 3; 0: none) at the data's image size. The
-shortcuts are the run's ``raysampler.render_shortcuts`` where it terminates rays, else
+shortcuts are the run's ``raysampler.render_shortcuts`` (as its renders use them), else
 ``RenderShortcuts()``'s defaults; ``--termination-threshold`` and ``--segment-size``
 override them. ``--render-only`` skips the training benchmark of the overrides;
 ``--threads N`` sets torch's CPU threads (with 2 threads on a loaded machine, waiting
@@ -137,7 +137,7 @@ def profile_renders(
 def bench_shortcuts(run: LoadedRun, args: argparse.Namespace) -> dict[str, Any]:
     """``render_trained``: the run's frame and held-out PSNR with and without shortcuts."""
     configured = run.renderer.shortcuts
-    base = configured if configured is not None and configured.terminates else RenderShortcuts()
+    base = configured if configured is not None else RenderShortcuts()
     shortcuts = RenderShortcuts(
         skip_inactive_rays=base.skip_inactive_rays,
         termination_threshold=(
