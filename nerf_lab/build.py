@@ -63,7 +63,7 @@ from nerf_lab.ndc import NDCRaysampler, ndc_box_problems
 from nerf_lab.perf import tune_malloc
 from nerf_lab.raysamplers import RayBundle, ndc_extent
 from nerf_lab.render_shortcuts import RenderShortcuts
-from nerf_lab.renderer import Renderer
+from nerf_lab.renderer import Renderer, Resampler
 from nerf_lab.resume_diff import derived_keys, resume_changes
 from nerf_lab.rundir import absolute_paths
 from nerf_lab.safety import check_targets
@@ -203,9 +203,21 @@ def build_render_shortcuts(cfg: DictConfig) -> RenderShortcuts | None:
 
 def check_component_relations(resampler: Any, loss_terms: dict[str, Any]) -> None:
     """Relations between the raysampler and the loss terms: proposal sampling is trained
-    only by the interlevel term, which needs proposal levels."""
-    from nerf_lab.losses import InterlevelLoss
+    only by the interlevel term, which needs proposal levels; a coarse pass rendered
+    without autograd (``coarse_pass_grad: false``) cannot be in a term's ``passes``."""
+    from nerf_lab.losses import InterlevelLoss, PenaltyTerm
     from nerf_lab.proposal import ProposalResampler
+
+    if isinstance(resampler, Resampler) and not resampler.coarse_pass_grad:
+        reading = sorted(
+            k for k, t in loss_terms.items() if isinstance(t, PenaltyTerm) and t.passes == "all"
+        )
+        if reading:
+            raise ConfigValueError([
+                f"loss.terms.{k}.passes=all: raysampler.resampler.coarse_pass_grad=false "
+                "renders the coarse pass without gradients; set passes: last or "
+                "coarse_pass_grad: true" for k in reading
+            ])  # fmt: skip
 
     has_interlevel = any(isinstance(t, InterlevelLoss) for t in loss_terms.values())
     if isinstance(resampler, ProposalResampler) and not has_interlevel:

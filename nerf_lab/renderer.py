@@ -161,9 +161,16 @@ class Resampler(TrainingHooks, torch.nn.Module):
     autograd, :func:`render_rays` evaluates the field only on the active rays and gives
     the others the raymarcher's empty result (zero weights and opacity, the background
     colour). Rays are all active when the key is absent; training never skips.
+
+    **A coarse pass that only places samples** (no loss term reads it): a resampler sets
+    ``coarse_pass_grad = False`` and :func:`render_rays` runs the pass that feeds it
+    without autograd, so in training it costs a forward only (its outputs in
+    ``RenderOutput.passes`` then carry no gradient).
     """
 
     needs_field_weights: ClassVar[bool] = True
+    #: Whether the field pass feeding this resampler records autograd (see above).
+    coarse_pass_grad: bool = True
     #: The aux key marking the rays that need a field evaluation (see above).
     ACTIVE_RAYS: ClassVar[str] = ACTIVE_RAYS
 
@@ -230,7 +237,9 @@ def render_rays(
     passes: list[RenderOutput] = []
     weights = None
     if not isinstance(resampler, Resampler) or resampler.needs_field_weights:
-        first = march(ray_bundle)
+        grad = not isinstance(resampler, Resampler) or resampler.coarse_pass_grad
+        with torch.set_grad_enabled(torch.is_grad_enabled() and grad):
+            first = march(ray_bundle)
         passes.append(first)
         weights = first.weights
     result = resampler(input_ray_bundle=ray_bundle, ray_weights=weights, **kwargs)

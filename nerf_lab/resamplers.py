@@ -27,8 +27,8 @@ import torch
 
 from nerf_lab.raysamplers import RayBundle
 from nerf_lab.renderer import Resampler
-from nerf_lab.sample_pdf import sample_pdf
-from nerf_lab.validate import check_bool, check_int
+from nerf_lab.sample_pdf import invert_cdf, sample_pdf, stratified_quantiles
+from nerf_lab.validate import check_bool, check_int, check_number
 
 __all__ = [
     "ProbabilisticRaysampler",
@@ -98,12 +98,29 @@ class ProbabilisticRaysampler(Resampler):
     quantiles when stratified, else evenly spaced ones), without gradients. With
     ``add_input_samples`` the input depths are kept; the result is sorted by depth.
 
+    Two sampling options from later work, off by default (PyTorch3D's numbers):
+
+    * ``stratified_quantiles``: one quantile per stratum ``[k/n, (k+1)/n)`` (a random
+      position in it when stratified, its centre otherwise;
+      :func:`~nerf_lab.sample_pdf.stratified_quantiles`) instead of PyTorch3D's ``n``
+      i.i.d. uniform quantiles (``torch.linspace(0, 1, n)`` when not stratified): the
+      draws cover the PDF evenly, with no clusters and gaps (mip-NeRF's
+      ``sorted_piecewise_constant_pdf``, nerfstudio's ``PDFSampler``).
+    * ``histogram_padding``: added to every bin weight before drawing (nerfstudio's
+      ``PDFSampler``, 0.01 there; mip-NeRF's ``resample_padding``), so bins the coarse
+      pass found empty keep some samples (a surface it missed can still be found).
+
     Args:
         n_pts_per_ray: depths drawn per ray.
         stratified: random quantiles in training (``self.training``).
         stratified_test: random quantiles in evaluation (``not self.training``).
         add_input_samples: return the input depths together with the new ones
             (``n_in + n_pts_per_ray`` points), else only the new ones.
+        stratified_quantiles: one quantile per stratum (see above).
+        histogram_padding: ``>= 0`` added to every bin weight (see above).
+        coarse_pass_grad: whether the renderer records autograd for the coarse pass
+            (:class:`~nerf_lab.renderer.Resampler`); ``False`` when no loss term reads it
+            (every term with ``passes: last``): the coarse pass then costs a forward only.
 
     ``forward(input_ray_bundle, ray_weights)``: the input bundle of leading shape ``(...)``
     with ``n_in >= 3`` depths per ray and weights ``(..., n_in)``; returns a bundle with
@@ -120,12 +137,18 @@ class ProbabilisticRaysampler(Resampler):
         stratified: bool,
         stratified_test: bool,
         add_input_samples: bool = True,
+        stratified_quantiles: bool = False,
+        histogram_padding: float = 0.0,
+        coarse_pass_grad: bool = True,
     ) -> None:
         super().__init__()
+        self.coarse_pass_grad = check_bool("coarse_pass_grad", coarse_pass_grad)
         self._n_pts_per_ray = check_int("n_pts_per_ray", n_pts_per_ray)
         self._stratified = check_bool("stratified", stratified)
         self._stratified_test = check_bool("stratified_test", stratified_test)
         self._add_input_samples = check_bool("add_input_samples", add_input_samples)
+        self._stratified_quantiles = check_bool("stratified_quantiles", stratified_quantiles)
+        self._histogram_padding = check_number("histogram_padding", histogram_padding, 0)
 
     def forward(
         self, input_ray_bundle: RayBundle, ray_weights: torch.Tensor, **kwargs: Any
@@ -145,12 +168,13 @@ class ProbabilisticRaysampler(Resampler):
         with torch.no_grad():
             z_vals_mid = 0.5 * (z_vals[..., 1:] + z_vals[..., :-1])
             stratified = self._stratified if self.training else self._stratified_test
-            z_samples = sample_pdf(
-                z_vals_mid.reshape(-1, z_vals_mid.shape[-1]),
-                ray_weights.reshape(-1, ray_weights.shape[-1])[..., 1:-1],
-                self._n_pts_per_ray,
-                det=not stratified,
-            ).reshape(*z_vals.shape[:-1], self._n_pts_per_ray)
+            bins = z_vals_mid.reshape(-1, z_vals_mid.shape[-1])
+            weights = ray_weights.reshape(-1, ray_weights.shape[-1])[..., 1:-1]
+            if self._stratified_quantiles or self._histogram_padding > 0:
+                z_samples = self._draw(bins, weights, stratified)
+            else:  # PyTorch3D's draws and numbers
+                z_samples = sample_pdf(bins, weights, self._n_pts_per_ray, det=not stratified)
+            z_samples = z_samples.reshape(*z_vals.shape[:-1], self._n_pts_per_ray)
         if self._add_input_samples:
             z_vals = torch.cat((z_vals, z_samples.to(z_vals.dtype)), dim=-1)
         else:
@@ -162,3 +186,16 @@ class ProbabilisticRaysampler(Resampler):
             lengths=z_vals,
             xys=input_ray_bundle.xys,
         )
+
+    def _draw(self, bins: torch.Tensor, weights: torch.Tensor, stratified: bool) -> torch.Tensor:
+        """``(n_rays, n_pts_per_ray)`` depths from ``bins`` ``(n_rays, n_bins + 1)`` and
+        ``weights`` ``(n_rays, n_bins)`` with the options' quantiles and padding."""
+        n, batch = self._n_pts_per_ray, bins.shape[:-1]
+        if self._stratified_quantiles:
+            u = stratified_quantiles(batch, n, stratified, device=bins.device)
+        elif stratified:
+            u = torch.rand((*batch, n), device=bins.device)
+        else:
+            u = torch.linspace(0.0, 1.0, n, device=bins.device).expand(*batch, n)
+        padded = weights.float().clamp(min=0.0) + self._histogram_padding
+        return invert_cdf(bins.float(), padded, u, eps=1e-5, exact_cumsum=False)

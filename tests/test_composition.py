@@ -130,6 +130,18 @@ def test_proposal_sampling_needs_its_interlevel_term():
         build_components(compose_cfg([*TINY, "+loss/terms@loss.terms.interlevel=interlevel"]))
 
 
+def test_a_coarse_pass_without_autograd_cannot_be_in_the_loss():
+    grad_off = [*TINY, "raysampler=hierarchical", "raysampler.resampler.coarse_pass_grad=false"]
+    with pytest.raises(ConfigValueError) as e:
+        build_components(compose_cfg(grad_off))  # the default terms: passes all
+    assert "loss.terms.color.passes=all: raysampler.resampler.coarse_pass_grad=false" in str(
+        e.value
+    )
+    assert "loss.terms.silhouette.passes=all" in str(e.value)
+    build_components(compose_cfg([*grad_off, "loss.terms.color.passes=last",
+                                  "loss.terms.silhouette.passes=last"]))  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["hierarchical", "proposal", "occupancy"])
 def test_each_resampler_trains_end_to_end(sampler, tmp_path):

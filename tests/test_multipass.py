@@ -77,3 +77,33 @@ def test_two_pass_render_and_losses(kind):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in field.parameters())
     if kind == "proposal":
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in resampler.parameters())
+
+
+def test_coarse_pass_without_autograd_gives_the_same_fine_pass_and_gradients():
+    """``coarse_pass_grad=False``: the coarse pass records no graph, the fine pass and the
+    gradients of a loss on it are those of the render with a recorded coarse pass."""
+    from nerf_lab.raymarchers import EmissionAbsorptionRaymarcher
+    from nerf_lab.renderer import render_rays
+
+    field = NeuralRadianceField(n_harmonic_functions=3, n_hidden_neurons=16,
+                                density_scaling="spacing")  # fmt: skip
+    n_rays = 10
+    origins = torch.tensor([0.0, 0.0, -3.0]).expand(n_rays, 3)
+    directions = torch.nn.functional.pad(torch.rand(n_rays, 2) * 0.4 - 0.2, (0, 1), value=1.0)
+    lengths = torch.linspace(1.0, 5.0, 16).expand(n_rays, 16).contiguous()
+    bundle = RayBundle(origins, directions, lengths, torch.zeros(n_rays, 2))
+    results = []
+    for grad in (True, False):
+        sampler = ProbabilisticRaysampler(8, True, False, add_input_samples=False,
+                                          stratified_quantiles=True, histogram_padding=0.01,
+                                          coarse_pass_grad=grad)  # fmt: skip
+        field.zero_grad()
+        torch.manual_seed(3)
+        out = render_rays(bundle, field, EmissionAbsorptionRaymarcher(), sampler)
+        assert out.passes[0].weights.requires_grad is grad and out.rgb.requires_grad
+        (out.rgb - 0.5).pow(2).mean().backward()
+        results.append((out.rgb.detach(), [p.grad.clone() for p in field.parameters()]))
+    (rgb_a, grads_a), (rgb_b, grads_b) = results
+    assert torch.equal(rgb_a, rgb_b)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)

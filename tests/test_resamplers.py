@@ -95,6 +95,71 @@ def test_stratified_in_training_deterministic_in_evaluation():
     assert torch.equal(a, b)
 
 
+def cdf_at(samples: torch.Tensor, bins: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The normalised CDF of piecewise-constant densities at each sample (a plain loop)."""
+    out = torch.empty_like(samples)
+    for r in range(samples.shape[0]):
+        total = float(weights[r].sum())
+        for k, t in enumerate(samples[r].tolist()):
+            acc = 0.0
+            for i in range(weights.shape[-1]):
+                lo, hi = float(bins[r, i]), float(bins[r, i + 1])
+                if t >= hi:
+                    acc += float(weights[r, i])
+                elif t > lo:
+                    acc += float(weights[r, i]) * (t - lo) / (hi - lo)
+            out[r, k] = acc / total
+    return out
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_stratified_quantiles_put_one_sample_in_each_stratum_of_the_cdf(training):
+    torch.manual_seed(0)
+    z = torch.sort(torch.rand(6, 12) * 3 + 1, dim=-1).values
+    w = torch.rand(6, 12) + 0.05
+    n = 8
+    sampler = ProbabilisticRaysampler(n, True, False, add_input_samples=False,
+                                      stratified_quantiles=True).train(training)  # fmt: skip
+    out = sampler(bundle(z), w).lengths
+    mids = 0.5 * (z[..., 1:] + z[..., :-1])
+    u = cdf_at(out, mids, w[..., 1:-1])
+    k = torch.arange(n, dtype=torch.float32)
+    if training:  # one random quantile in each stratum [k/n, (k+1)/n)
+        assert ((u >= k / n - 1e-5) & (u <= (k + 1) / n + 1e-5)).all()
+    else:  # the stratum centres
+        torch.testing.assert_close(u, ((k + 0.5) / n).expand(6, n), atol=2e-5, rtol=0)
+
+
+def test_stratified_quantiles_on_a_uniform_pdf_are_the_stratum_centres():
+    z = torch.arange(10.0).expand(4, 10)  # midpoints 0.5 .. 8.5: 8 bins of width 1
+    sampler = ProbabilisticRaysampler(8, False, False, add_input_samples=False,
+                                      stratified_quantiles=True).eval()  # fmt: skip
+    out = sampler(bundle(z), torch.ones(4, 10)).lengths
+    torch.testing.assert_close(out, torch.arange(8.0).add(1.0).expand(4, 8), atol=1e-4, rtol=0)
+
+
+def test_histogram_padding_keeps_samples_in_bins_the_coarse_pass_found_empty():
+    n_in, n = 16, 64
+    z = coarse_lengths(3, n=n_in)
+    weights = torch.zeros(3, n_in)
+    weights[:, 8] = 1.0  # all weight in bin 7 of weights[..., 1:-1]
+    mids = 0.5 * (z[..., 1:] + z[..., :-1])
+    lo, hi = mids[:, 7:8], mids[:, 8:9]
+
+    def outside(padding: float) -> torch.Tensor:
+        sampler = ProbabilisticRaysampler(n, False, False, add_input_samples=False,
+                                          stratified_quantiles=True,
+                                          histogram_padding=padding).eval()  # fmt: skip
+        out = sampler(bundle(z), weights).lengths
+        return ((out < lo) | (out > hi)).sum(-1)
+
+    assert (outside(0.0) == 0).all()  # a one-bin pdf: every sample in that bin
+    # padding p on each of the 14 bins: a share 13 p / (1 + 14 p) of the mass lies outside
+    p = 0.05
+    expected = n * 13 * p / (1 + 14 * p)
+    assert ((outside(p) - expected).abs() <= 1).all()
+
+
 def test_no_gradient_through_the_new_depths():
     z = coarse_lengths(2, n=16)
     w = torch.rand(2, 16, requires_grad=True)
@@ -108,6 +173,8 @@ def test_no_gradient_through_the_new_depths():
         ({"n_pts_per_ray": 0}, "n_pts_per_ray must be a positive integer; got 0"),
         ({"stratified": "yes"}, "stratified must be true or false; got 'yes'"),
         ({"add_input_samples": 1}, "add_input_samples must be true or false; got 1"),
+        ({"stratified_quantiles": "no"}, "stratified_quantiles must be true or false"),
+        ({"histogram_padding": -0.1}, "histogram_padding"),
     ],
 )
 def test_bad_arguments(kwargs, match):
