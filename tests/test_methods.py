@@ -274,20 +274,20 @@ def test_single_pass_control_matches_the_hierarchical_preset_but_for_sampling():
     single = compose_cfg(["experiment=nerf_single"])
     assert single.model == hier.model
     assert single.optimizer == hier.optimizer and single.loss == hier.loss
-    # the same schedule over each one's own run; the same ~5 minutes of training: the single
-    # pass (no resampling, one loss pass) fits more steps into them
+    # the same schedule over each one's own run (each budgeted for the same ~5 minutes)
     assert OmegaConf.to_container(single.scheduler, resolve=True) == {
         **OmegaConf.to_container(hier.scheduler, resolve=True),
         "step_size": single.trainer.n_iter,
     }
     assert hier.scheduler.step_size == hier.trainer.n_iter
-    assert single.trainer.n_iter > hier.trainer.n_iter
     assert single.raysampler.n_rays_per_image == hier.raysampler.n_rays_per_image
     assert single.raysampler.get("resampler") is None
-    # the same points per ray with a gradient: the hierarchical loss is on the fine pass
-    # only, whose points are the ones drawn from the coarse weights (the coarse pass only
-    # places them)
-    fine = hier.raysampler.resampler.n_pts_per_ray
+    # the single pass samples as the coarse pass does (stratified, the scene's near/far);
+    # the hierarchical loss is on the fine pass only, whose points are the ones drawn from
+    # the coarse weights, so the coarse pass is a forward without autograd
+    assert single.raysampler.n_pts_per_ray == hier.raysampler.n_pts_per_ray
+    assert single.raysampler.stratified_sampling and hier.raysampler.stratified_sampling
+    assert (single.raysampler.min_depth, single.raysampler.max_depth) == ("auto", "auto")
     assert hier.raysampler.resampler.add_input_samples is False
+    assert hier.raysampler.resampler.coarse_pass_grad is False
     assert hier.loss.terms.color.passes == "last"
-    assert single.raysampler.n_pts_per_ray == fine
