@@ -204,20 +204,27 @@ def build_render_shortcuts(cfg: DictConfig) -> RenderShortcuts | None:
 def check_component_relations(resampler: Any, loss_terms: dict[str, Any]) -> None:
     """Relations between the raysampler and the loss terms: proposal sampling is trained
     only by the interlevel term, which needs proposal levels; a coarse pass rendered
-    without autograd (``coarse_pass_grad: false``) cannot be in a term's ``passes``."""
+    without autograd (``coarse_pass_grad: false``) cannot be in a term's ``passes``; a
+    separate coarse field needs a term on the coarse pass."""
     from nerf_lab.losses import InterlevelLoss, PenaltyTerm
     from nerf_lab.proposal import ProposalResampler
 
-    if isinstance(resampler, Resampler) and not resampler.coarse_pass_grad:
-        reading = sorted(
-            k for k, t in loss_terms.items() if isinstance(t, PenaltyTerm) and t.passes == "all"
-        )
-        if reading:
-            raise ConfigValueError([
-                f"loss.terms.{k}.passes=all: raysampler.resampler.coarse_pass_grad=false "
-                "renders the coarse pass without gradients; set passes: last or "
-                "coarse_pass_grad: true" for k in reading
-            ])  # fmt: skip
+    on_coarse = sorted(
+        k for k, t in loss_terms.items() if isinstance(t, PenaltyTerm) and t.passes == "all"
+    )
+    separate = isinstance(resampler, Resampler) and resampler.coarse_pass_field() is not None
+    if separate and not on_coarse:
+        raise ConfigValueError([
+            "raysampler.resampler.coarse_field: a separate coarse field learns only from "
+            "loss terms on the coarse pass; set passes: all on one (e.g. "
+            "loss.terms.color.passes=all)"
+        ])  # fmt: skip
+    if isinstance(resampler, Resampler) and not resampler.coarse_pass_grad and on_coarse:
+        raise ConfigValueError([
+            f"loss.terms.{k}.passes=all: raysampler.resampler.coarse_pass_grad=false "
+            "renders the coarse pass without gradients; set passes: last or "
+            "coarse_pass_grad: true" for k in on_coarse
+        ])  # fmt: skip
 
     has_interlevel = any(isinstance(t, InterlevelLoss) for t in loss_terms.values())
     if isinstance(resampler, ProposalResampler) and not has_interlevel:

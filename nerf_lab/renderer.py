@@ -166,6 +166,11 @@ class Resampler(TrainingHooks, torch.nn.Module):
     ``coarse_pass_grad = False`` and :func:`render_rays` runs the pass that feeds it
     without autograd, so in training it costs a forward only (its outputs in
     ``RenderOutput.passes`` then carry no gradient).
+
+    **A coarse pass with its own field** (PyTorch3D ``projects/nerf`` trains a coarse and
+    a fine network): :meth:`coarse_pass_field` returns the module that
+    :class:`Renderer` evaluates in the pass feeding this resampler; ``None`` (the default)
+    means the renderer's field.
     """
 
     needs_field_weights: ClassVar[bool] = True
@@ -173,6 +178,10 @@ class Resampler(TrainingHooks, torch.nn.Module):
     coarse_pass_grad: bool = True
     #: The aux key marking the rays that need a field evaluation (see above).
     ACTIVE_RAYS: ClassVar[str] = ACTIVE_RAYS
+
+    def coarse_pass_field(self) -> torch.nn.Module | None:
+        """The field of the pass that feeds this resampler; ``None``: the renderer's."""
+        return None
 
     def bind_field(self, field: torch.nn.Module) -> None:
         """Called once by :class:`Renderer` with the field it renders (e.g. for a sampler
@@ -186,6 +195,7 @@ def render_rays(
     raymarcher: Any,
     resampler: Callable[..., Any] | None = None,
     shortcuts: RenderShortcuts | None = None,
+    coarse_field: VolumetricFunction | None = None,
     **kwargs: Any,
 ) -> RenderOutput:
     """Render rays: evaluate the field, raymarch; with a resampler, one more pass.
@@ -203,6 +213,8 @@ def render_rays(
             segments with early ray termination
             (:mod:`nerf_lab.render_shortcuts`; colours and opacity within
             ``termination_threshold`` of the full render). ``None``: the full render.
+        coarse_field: evaluated instead of ``field`` in the pass that feeds the resampler
+            (same contract); ``None``: ``field``.
         **kwargs: passed to the field and the resampler.
 
     Returns:
@@ -210,8 +222,8 @@ def render_rays(
         passes in ``passes``.
     """
 
-    def march(bundle: RayBundle) -> RenderOutput:
-        densities, colors = field(ray_bundle=bundle, **kwargs)
+    def march(bundle: RayBundle, fn: VolumetricFunction = field) -> RenderOutput:
+        densities, colors = fn(ray_bundle=bundle, **kwargs)
         return raymarcher.march(densities, colors, bundle)
 
     def march_final(bundle: RayBundle, aux: dict[str, torch.Tensor]) -> RenderOutput:
@@ -239,7 +251,7 @@ def render_rays(
     if not isinstance(resampler, Resampler) or resampler.needs_field_weights:
         grad = not isinstance(resampler, Resampler) or resampler.coarse_pass_grad
         with torch.set_grad_enabled(torch.is_grad_enabled() and grad):
-            first = march(ray_bundle)
+            first = march(ray_bundle, field if coarse_field is None else coarse_field)
         passes.append(first)
         weights = first.weights
     result = resampler(input_ray_bundle=ray_bundle, ray_weights=weights, **kwargs)
@@ -301,13 +313,23 @@ class Renderer(torch.nn.Module):
         return torch.autocast(device_type=device.type, dtype=dtype)
 
     def evaluate_field(
-        self, ray_bundle: RayBundle, **kwargs: Any
+        self, ray_bundle: RayBundle, module: torch.nn.Module | None = None, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The field's densities ``(..., n_pts_per_ray, 1)`` and colours
-        ``(..., n_pts_per_ray, C)``, in fp32."""
+        """The densities ``(..., n_pts_per_ray, 1)`` and colours ``(..., n_pts_per_ray, C)``
+        of the field ``module`` (default: the renderer's) under the run's precision, in fp32."""
         with self._autocast(ray_bundle.lengths.device):
-            densities, colors = self.field(ray_bundle=ray_bundle, **kwargs)
+            densities, colors = (self.field if module is None else module)(
+                ray_bundle=ray_bundle, **kwargs
+            )
         return densities.float(), colors.float()
+
+    def _coarse_evaluator(self) -> VolumetricFunction | None:
+        coarse = (
+            self.resampler.coarse_pass_field() if isinstance(self.resampler, Resampler) else None
+        )
+        if coarse is None:
+            return None
+        return lambda ray_bundle, **kwargs: self.evaluate_field(ray_bundle, coarse, **kwargs)
 
     def render(
         self,
@@ -320,6 +342,7 @@ class Renderer(torch.nn.Module):
         (default: the renderer's); returns a :class:`RenderOutput` of shape ``(...)``.
         ``should_stop`` is checked before each chunk (see :func:`map_ray_chunks`)."""
         chunk = self.chunk_size if chunk_size is None else check_chunk_size(chunk_size)
+        coarse = self._coarse_evaluator()
         return map_ray_chunks(
             lambda sub: render_rays(
                 sub,
@@ -327,6 +350,7 @@ class Renderer(torch.nn.Module):
                 self.raymarcher,
                 self.resampler,
                 self.shortcuts,
+                coarse,
                 **kwargs,
             ),
             ray_bundle,

@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from nerf_lab import hooks
+from nerf_lab.hooks import ParamGroup
 from nerf_lab.raysamplers import RayBundle
 from nerf_lab.renderer import Resampler
 from nerf_lab.sample_pdf import invert_cdf, sample_pdf, stratified_quantiles
@@ -121,6 +123,12 @@ class ProbabilisticRaysampler(Resampler):
         coarse_pass_grad: whether the renderer records autograd for the coarse pass
             (:class:`~nerf_lab.renderer.Resampler`); ``False`` when no loss term reads it
             (every term with ``passes: last``): the coarse pass then costs a forward only.
+        coarse_field: the field of the coarse pass, a module with the field contract
+            (PyTorch3D ``projects/nerf`` trains a coarse and a fine network); ``None``: the
+            renderer's field serves both passes. It learns only from loss terms on the
+            coarse pass (``passes: all``), so it needs ``coarse_pass_grad``; its parameter
+            groups, loss terms (prefixed ``coarse_``) and per-step callback are the
+            resampler's.
 
     ``forward(input_ray_bundle, ray_weights)``: the input bundle of leading shape ``(...)``
     with ``n_in >= 3`` depths per ray and weights ``(..., n_in)``; returns a bundle with
@@ -140,15 +148,50 @@ class ProbabilisticRaysampler(Resampler):
         stratified_quantiles: bool = False,
         histogram_padding: float = 0.0,
         coarse_pass_grad: bool = True,
+        coarse_field: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.coarse_pass_grad = check_bool("coarse_pass_grad", coarse_pass_grad)
+        if coarse_field is not None and not isinstance(coarse_field, torch.nn.Module):
+            raise ValueError(
+                "coarse_field must be a field (a torch.nn.Module) or null; got "
+                f"{type(coarse_field).__name__}."
+            )
+        if coarse_field is not None and not coarse_pass_grad:
+            raise ValueError(
+                "coarse_field: a separate coarse field learns only from a loss on the coarse "
+                "pass, which coarse_pass_grad=false renders without gradients; set "
+                "coarse_pass_grad: true (and a loss term with passes: all)."
+            )
+        self.coarse_field = coarse_field
         self._n_pts_per_ray = check_int("n_pts_per_ray", n_pts_per_ray)
         self._stratified = check_bool("stratified", stratified)
         self._stratified_test = check_bool("stratified_test", stratified_test)
         self._add_input_samples = check_bool("add_input_samples", add_input_samples)
         self._stratified_quantiles = check_bool("stratified_quantiles", stratified_quantiles)
         self._histogram_padding = check_number("histogram_padding", histogram_padding, 0)
+
+    # -- hooks (those of the coarse field, if any) ---------------------------------------
+    def coarse_pass_field(self) -> torch.nn.Module | None:
+        """``coarse_field`` (``None``: the renderer's field)."""
+        return self.coarse_field
+
+    def param_groups(self) -> list[ParamGroup]:
+        """The coarse field's groups, named ``coarse_field/<name>``; none without one."""
+        if self.coarse_field is None:
+            return []
+        return hooks.param_groups(self.coarse_field, "coarse_field")
+
+    def loss_terms(self) -> dict[str, torch.Tensor]:
+        """The coarse field's own terms, named ``coarse_<name>``."""
+        if self.coarse_field is None:
+            return {}
+        return {f"coarse_{k}": v for k, v in hooks.loss_terms(self.coarse_field).items()}
+
+    def on_train_step(self, step: int, n_iter: int) -> None:
+        """The coarse field's per-step callback."""
+        if self.coarse_field is not None:
+            hooks.on_train_step(self.coarse_field, step, n_iter)
 
     def forward(
         self, input_ray_bundle: RayBundle, ray_weights: torch.Tensor, **kwargs: Any

@@ -167,6 +167,41 @@ def test_each_resampler_trains_end_to_end(sampler, tmp_path):
     assert again == pytest.approx(final, abs=1e-4)
 
 
+def test_a_separate_coarse_field_trains_is_saved_and_rebuilt(tmp_path):
+    """``raysampler.resampler.coarse_field='${model}'``: PyTorch3D's two networks, the
+    coarse one built like the model, trained by the terms on the coarse pass."""
+    from nerf_lab import eval as nl_eval
+
+    two = [
+        *TINY,
+        "trainer=debug",
+        "raysampler=hierarchical",
+        "raysampler.n_pts_per_ray=8",
+        "raysampler.resampler.n_pts_per_ray=8",
+        "raysampler.resampler.coarse_field=${model}",
+    ]
+    cfg = compose_cfg(two)
+    built = build_components(cfg)
+    coarse = built.renderer.resampler.coarse_field
+    assert type(coarse) is type(built.renderer.field) and coarse is not built.renderer.field
+    names = [g["name"] for g in built.optimizer.param_groups]
+    assert names == ["field/params", "resampler/coarse_field/params"]
+    init = {k: v.clone() for k, v in coarse.state_dict().items()}
+    assert math.isfinite(run(cfg, tmp_path))
+    state = torch.load(tmp_path / "checkpoints" / "step_00000004.pt", weights_only=True)
+    trained = {k.removeprefix("coarse_field."): v for k, v in state["resampler"].items()}
+    assert trained.keys() == init.keys()
+    assert any(not torch.equal(trained[k], init[k]) for k in init)  # it learned
+    assert nl_eval.main([f"run_dir={tmp_path}"]) == 0
+    again = json.loads((tmp_path / "eval.json").read_text())["eval/psnr"]
+    assert again == pytest.approx(json.loads((tmp_path / "metrics.json").read_text())["eval/psnr"],
+                                  abs=1e-4)  # fmt: skip
+    # no term on the coarse pass: the coarse field could not learn
+    with pytest.raises(ConfigValueError, match="a separate coarse field learns only from"):
+        build_components(compose_cfg([*two, "loss.terms.color.passes=last",
+                                      "loss.terms.silhouette.passes=last"]))  # fmt: skip
+
+
 def test_a_new_option_with_new_keys_needs_no_schema(tmp_path):
     """An optimizer option with keys Adam lacks (momentum) and a raysampler key the shipped
     ones lack compose: no schema restates or restricts the keys."""

@@ -107,3 +107,43 @@ def test_coarse_pass_without_autograd_gives_the_same_fine_pass_and_gradients():
     assert torch.equal(rgb_a, rgb_b)
     for a, b in zip(grads_a, grads_b, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_a_separate_coarse_field_renders_the_coarse_pass_and_learns_from_it_alone():
+    """PyTorch3D projects/nerf's two networks: the coarse field makes the coarse pass (whose
+    weights place the fine samples), the renderer's field the fine pass; a loss on the fine
+    pass reaches only the fine field, one on the coarse pass only the coarse field."""
+    from nerf_lab.raymarchers import EmissionAbsorptionRaymarcher
+    from nerf_lab.renderer import Renderer
+
+    def nerf() -> NeuralRadianceField:
+        return NeuralRadianceField(n_harmonic_functions=3, n_hidden_neurons=16,
+                                   density_scaling="spacing")  # fmt: skip
+
+    fine_field, coarse_field = nerf(), nerf()
+    sampler = ProbabilisticRaysampler(8, False, False, coarse_field=coarse_field)
+    renderer = Renderer(fine_field, EmissionAbsorptionRaymarcher(), sampler)
+    n_rays = 10
+    origins = torch.tensor([0.0, 0.0, -3.0]).expand(n_rays, 3)
+    directions = torch.nn.functional.pad(torch.rand(n_rays, 2) * 0.4 - 0.2, (0, 1), value=1.0)
+    lengths = torch.linspace(1.0, 5.0, 16).expand(n_rays, 16).contiguous()
+    bundle = RayBundle(origins, directions, lengths, torch.zeros(n_rays, 2))
+    out = renderer.render(bundle)
+    raymarcher = EmissionAbsorptionRaymarcher()
+    coarse = raymarcher.march(*coarse_field(ray_bundle=bundle), bundle)
+    torch.testing.assert_close(out.passes[0].rgb, coarse.rgb)
+    fine_bundle = sampler(bundle, coarse.weights.detach())
+    torch.testing.assert_close(out.lengths, fine_bundle.lengths)
+    torch.testing.assert_close(out.rgb, raymarcher.march(*fine_field(ray_bundle=fine_bundle),
+                                                         fine_bundle).rgb)  # fmt: skip
+    for loss, reached, untouched in (
+        (out.rgb.sum(), fine_field, coarse_field),
+        (out.passes[0].rgb.sum(), coarse_field, fine_field),
+    ):
+        grads = torch.autograd.grad(loss, [*reached.parameters(), *untouched.parameters()],
+                                    allow_unused=True, retain_graph=True)  # fmt: skip
+        n = len(list(reached.parameters()))
+        assert all(g is not None and torch.isfinite(g).all() for g in grads[:n])
+        assert all(g is None for g in grads[n:])
+    # the renderer's modules hold both networks (checkpoints, devices)
+    assert any(k.startswith("resampler.coarse_field.") for k in renderer.state_dict())

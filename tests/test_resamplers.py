@@ -175,6 +175,11 @@ def test_no_gradient_through_the_new_depths():
         ({"add_input_samples": 1}, "add_input_samples must be true or false; got 1"),
         ({"stratified_quantiles": "no"}, "stratified_quantiles must be true or false"),
         ({"histogram_padding": -0.1}, "histogram_padding"),
+        ({"coarse_field": "nerf"}, "coarse_field must be a field"),
+        (
+            {"coarse_field": torch.nn.Linear(2, 2), "coarse_pass_grad": False},
+            "learns only from a loss on the coarse pass",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -228,3 +233,42 @@ def test_split_resampler_output_tells_a_bundle_from_a_pair():
     assert out is b and got == aux
     with pytest.raises(TypeError, match="must return a RayBundle"):
         split_resampler_output((b.lengths, aux))
+
+
+def test_a_coarse_fields_hooks_are_the_resamplers():
+    from nerf_lab import hooks
+    from nerf_lab.models import RadianceField
+
+    class Coarse(RadianceField):
+        def __init__(self) -> None:
+            super().__init__()
+            self.grid = torch.nn.Parameter(torch.ones(3))
+            self.mlp = torch.nn.Linear(2, 2)
+            self.steps: list[int] = []
+
+        def param_groups(self):
+            return [
+                {"name": "grid", "params": [self.grid], "lr_scale": 10.0},
+                {"name": "mlp", "params": list(self.mlp.parameters()), "lr_scale": 1.0},
+            ]
+
+        def loss_terms(self):
+            return {"tv": self.grid.sum()}
+
+        def on_train_step(self, step: int, n_iter: int) -> None:
+            self.steps.append(step)
+
+    coarse = Coarse()
+    sampler = ProbabilisticRaysampler(4, True, False, coarse_field=coarse)
+    assert sampler.coarse_pass_field() is coarse
+    groups = hooks.param_groups(sampler, "resampler")
+    assert [(g["name"], g["lr_scale"]) for g in groups] == [
+        ("resampler/coarse_field/grid", 10.0),
+        ("resampler/coarse_field/mlp", 1.0),
+    ]
+    assert list(hooks.loss_terms(sampler)) == ["coarse_tv"]
+    hooks.on_train_step(sampler, 7, 10)
+    assert coarse.steps == [7]
+    plain = ProbabilisticRaysampler(4, True, False)
+    assert plain.coarse_pass_field() is None and hooks.param_groups(plain) == []
+    assert hooks.loss_terms(plain) == {}
