@@ -26,7 +26,7 @@ from nerf_lab.data.procedural import torus_mesh
 from nerf_lab.data.render import render_mesh
 from nerf_lab.export_utils import depth_to_pointcloud
 from nerf_lab.raysamplers import NDCMultinomialRaysampler
-from tests.conftest import TINY_RUN, compose_cfg
+from tests.conftest import TINY_RUN, compose_cfg, group_options
 
 H, W = 24, 32
 N_VIEWS = 10
@@ -274,14 +274,8 @@ def test_mesh_export_of_a_capture_run_maps_back_to_the_capture_frame(capture_run
 
 
 # -- every method preset on a capture ---------------------------------------------------------
-def _method_presets() -> list[str]:
-    from tests.conftest import CONF
-
-    return sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if p.stem != "tutorial")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("method", _method_presets())
+@pytest.mark.parametrize("method", [m for m in group_options("experiment") if m != "tutorial"])
 def test_every_preset_trains_and_evaluates_on_a_non_square_capture(method, capture, tmp_path):
     """The presets carry no per-scene numbers: on a 24 x 32 capture with fx != fy, an
     off-centre principal point, elevated views and a world scaled by 3.7 (depth range auto,

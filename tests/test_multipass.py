@@ -20,6 +20,19 @@ from nerf_lab.resamplers import (
 )
 
 
+def small_field() -> NeuralRadianceField:
+    return NeuralRadianceField(n_harmonic_functions=3, n_hidden_neurons=16,
+                               density_scaling="spacing")  # fmt: skip
+
+
+def rays(*lead: int) -> RayBundle:
+    """Rays of leading shape ``lead`` from ``(0, 0, -3)`` towards +z, 16 depths in [1, 5]."""
+    origins = torch.tensor([0.0, 0.0, -3.0]).expand(*lead, 3)
+    directions = torch.nn.functional.pad(torch.rand(*lead, 2) * 0.4 - 0.2, (0, 1), value=1.0)
+    lengths = torch.linspace(1.0, 5.0, 16).expand(*lead, 16).contiguous()
+    return RayBundle(origins, directions, lengths, torch.zeros(*lead, 2))
+
+
 def march(field, bundle):
     densities, colors = field(ray_bundle=bundle)
     alpha = densities[..., 0]
@@ -47,17 +60,13 @@ def make_resampler(kind: str):
 
 @pytest.mark.parametrize("kind", ["hierarchical", "proposal", "occupancy"])
 def test_two_pass_render_and_losses(kind):
-    field = NeuralRadianceField(n_harmonic_functions=3, n_hidden_neurons=16,
-                                density_scaling="spacing")  # fmt: skip
+    field = small_field()
     resampler = make_resampler(kind)
     if kind == "occupancy":
         resampler.bind_field(field)
         resampler.on_train_step(0, 10)
     n_rays = 12
-    origins = torch.tensor([0.0, 0.0, -3.0]).expand(2, n_rays, 3)
-    directions = torch.nn.functional.pad(torch.rand(2, n_rays, 2) * 0.4 - 0.2, (0, 1), value=1.0)
-    lengths = torch.linspace(1.0, 5.0, 16).expand(2, n_rays, 16).contiguous()
-    bundle = RayBundle(origins, directions, lengths, torch.zeros(2, n_rays, 2))
+    bundle = rays(2, n_rays)
     rgb, opacity, w, fine, aux = render(field, resampler, bundle)
     n_fine = 24 if kind == "hierarchical" else 8
     assert rgb.shape == (2, n_rays, 3) and fine.lengths.shape == (2, n_rays, n_fine)
@@ -85,13 +94,9 @@ def test_coarse_pass_without_autograd_gives_the_same_fine_pass_and_gradients():
     from nerf_lab.raymarchers import EmissionAbsorptionRaymarcher
     from nerf_lab.renderer import render_rays
 
-    field = NeuralRadianceField(n_harmonic_functions=3, n_hidden_neurons=16,
-                                density_scaling="spacing")  # fmt: skip
+    field = small_field()
     n_rays = 10
-    origins = torch.tensor([0.0, 0.0, -3.0]).expand(n_rays, 3)
-    directions = torch.nn.functional.pad(torch.rand(n_rays, 2) * 0.4 - 0.2, (0, 1), value=1.0)
-    lengths = torch.linspace(1.0, 5.0, 16).expand(n_rays, 16).contiguous()
-    bundle = RayBundle(origins, directions, lengths, torch.zeros(n_rays, 2))
+    bundle = rays(n_rays)
     results = []
     for grad in (True, False):
         sampler = ProbabilisticRaysampler(8, True, False, add_input_samples=False,
@@ -116,18 +121,11 @@ def test_a_separate_coarse_field_renders_the_coarse_pass_and_learns_from_it_alon
     from nerf_lab.raymarchers import EmissionAbsorptionRaymarcher
     from nerf_lab.renderer import Renderer
 
-    def nerf() -> NeuralRadianceField:
-        return NeuralRadianceField(n_harmonic_functions=3, n_hidden_neurons=16,
-                                   density_scaling="spacing")  # fmt: skip
-
-    fine_field, coarse_field = nerf(), nerf()
+    fine_field, coarse_field = small_field(), small_field()
     sampler = ProbabilisticRaysampler(8, False, False, coarse_field=coarse_field)
     renderer = Renderer(fine_field, EmissionAbsorptionRaymarcher(), sampler)
     n_rays = 10
-    origins = torch.tensor([0.0, 0.0, -3.0]).expand(n_rays, 3)
-    directions = torch.nn.functional.pad(torch.rand(n_rays, 2) * 0.4 - 0.2, (0, 1), value=1.0)
-    lengths = torch.linspace(1.0, 5.0, 16).expand(n_rays, 16).contiguous()
-    bundle = RayBundle(origins, directions, lengths, torch.zeros(n_rays, 2))
+    bundle = rays(n_rays)
     out = renderer.render(bundle)
     raymarcher = EmissionAbsorptionRaymarcher()
     coarse = raymarcher.march(*coarse_field(ray_bundle=bundle), bundle)
